@@ -1,0 +1,107 @@
+"""Token estimates and costs for gpt-image-2, in Decimal, per price sheet."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+# Output-token factor per quality. "auto" lets the API choose, so estimates take the upper
+# bound (high) and say so.
+QUALITY_FACTOR = {"low": 16, "medium": 48, "high": 96}
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
+ONE_MILLION = Decimal(1_000_000)
+
+
+def estimate_output_tokens(width: int, height: int, quality: str) -> int:
+    """Output tokens gpt-image-2 bills for one image of this size and quality."""
+    factor = QUALITY_FACTOR["high" if quality == "auto" else quality]
+    long_edge, short_edge = max(width, height), min(width, height)
+    scaled = (2 * factor * short_edge + long_edge) // (2 * long_edge)
+    return math.ceil(factor * scaled * (2_000_000 + width * height) / 4_000_000)
+
+
+def estimate_text_tokens(prompt: str) -> int:
+    """A conservative token count for a prompt: about four characters a token, rounded up."""
+    return max(1, math.ceil(len(prompt) / 4))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The token usage an image call reports, read from the API's `usage` object."""
+
+    input_text_tokens: int = 0
+    input_image_tokens: int = 0
+    cached_text_tokens: int = 0
+    cached_image_tokens: int = 0
+    output_image_tokens: int = 0
+    output_text_tokens: int = 0
+
+    @property
+    def input_tokens(self) -> int:
+        return self.input_text_tokens + self.input_image_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.output_image_tokens + self.output_text_tokens
+
+    @classmethod
+    def from_api(cls, usage: dict | None) -> Usage | None:
+        """Read the Image API `usage` object. Output tokens without a breakdown are image tokens."""
+        if not usage:
+            return None
+        inputs = usage.get("input_tokens_details") or {}
+        outputs = usage.get("output_tokens_details") or {}
+        output_total = int(usage.get("output_tokens") or 0)
+        output_text = int(outputs.get("text_tokens") or 0)
+        output_image = int(outputs.get("image_tokens") or (output_total - output_text))
+        input_total = int(usage.get("input_tokens") or 0)
+        input_image = int(inputs.get("image_tokens") or 0)
+        input_text = int(inputs.get("text_tokens") or (input_total - input_image))
+        cached = int(inputs.get("cached_tokens") or 0)
+        return cls(
+            input_text_tokens=input_text,
+            input_image_tokens=input_image,
+            cached_text_tokens=min(cached, input_text),
+            output_image_tokens=output_image,
+            output_text_tokens=output_text,
+        )
+
+
+def cost_of_usage(usage: Usage, sheet) -> Decimal:
+    """USD cost of one usage record under a price sheet (anything with the per-1M rates)."""
+    uncached_text = usage.input_text_tokens - usage.cached_text_tokens
+    uncached_image = usage.input_image_tokens - usage.cached_image_tokens
+    micro_dollars = (
+        uncached_text * sheet.text_input
+        + usage.cached_text_tokens * sheet.cached_text_input
+        + uncached_image * sheet.image_input
+        + usage.cached_image_tokens * sheet.cached_image_input
+        + usage.output_image_tokens * sheet.image_output
+        + usage.output_text_tokens * sheet.text_output
+    )
+    return Decimal(micro_dollars) / ONE_MILLION
+
+
+@dataclass(frozen=True)
+class Estimate:
+    output_tokens: int
+    input_text_tokens: int
+    cost: Decimal | None  # None: no price known for the route, shown as unpriced
+    quality_upper_bound: bool
+
+
+def estimate_request(
+    *, width: int, height: int, quality: str, n: int, partial_images: int, prompt: str, sheet
+) -> Estimate:
+    """Estimate one request before submission: n images, their partial previews and the prompt."""
+    output_tokens = n * (
+        estimate_output_tokens(width, height, quality) + partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
+    )
+    text_tokens = estimate_text_tokens(prompt)
+    cost = None
+    if sheet is not None:
+        cost = cost_of_usage(
+            Usage(input_text_tokens=text_tokens, output_image_tokens=output_tokens), sheet
+        )
+    return Estimate(output_tokens, text_tokens, cost, quality == "auto")
