@@ -37,8 +37,7 @@ def size_problems(width: int, height: int) -> list[str]:
         return ["Width and height must be positive whole numbers of pixels."]
     if width % EDGE_MULTIPLE or height % EDGE_MULTIPLE:
         problems.append(
-            f"Both edges must be multiples of {EDGE_MULTIPLE} pixels "
-            f"({width}x{height} is not)."
+            f"Both edges must be multiples of {EDGE_MULTIPLE} pixels ({width}x{height} is not)."
         )
     long_edge, short_edge = max(width, height), min(width, height)
     if long_edge > MAX_EDGE:

@@ -96,7 +96,8 @@ def estimate_request(
 ) -> Estimate:
     """Estimate one request before submission: n images, their partial previews and the prompt."""
     output_tokens = n * (
-        estimate_output_tokens(width, height, quality) + partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
+        estimate_output_tokens(width, height, quality)
+        + partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
     )
     text_tokens = estimate_text_tokens(prompt)
     cost = None

@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1.7
+# One image for the web process (default command) and the Celery worker:
+#   docker run IMAGE                      -> gunicorn on :8000
+#   docker run IMAGE worker               -> celery worker, thread pool
+# Configure it with the variables in README.md (DATABASE_URL, CELERY_BROKER_URL, S3 ...).
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+RUN python -m venv /venv
+COPY pyproject.toml ./
+# Install the pinned dependencies first so code changes do not reinstall them.
+RUN /venv/bin/pip install --upgrade pip \
+ && /venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > requirements.txt \
+ && /venv/bin/pip install -r requirements.txt
+COPY . .
+RUN DEBUG=0 SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost \
+    /venv/bin/python manage.py collectstatic --noinput
+
+FROM python:3.11-slim-bookworm AS runtime
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    DEBUG=0 VAR_DIR=/app/var STATIC_ROOT=/app/staticfiles
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --create-home --uid 10001 studio
+WORKDIR /app
+COPY --from=build /venv /venv
+COPY --from=build --chown=studio:studio /app /app
+RUN mkdir -p /app/var && chown studio:studio /app/var
+USER studio
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/studio-healthcheck"]
+COPY --chmod=755 <<'SH' /usr/local/bin/studio-healthcheck
+#!/bin/sh
+# The web answers /healthz (it touches the database); a worker answers a broker ping.
+if [ -f /tmp/studio-worker ]; then
+  exec celery -A config inspect ping --destination "celery@$(hostname)" --timeout 5
+fi
+exec curl -fsS http://127.0.0.1:8000/healthz
+SH
+COPY --chmod=755 <<'SH' /usr/local/bin/studio-entrypoint
+#!/bin/sh
+set -e
+case "$1" in
+  worker) shift; touch /tmp/studio-worker; exec celery -A config worker --pool threads --concurrency "${WORKER_CONCURRENCY:-100}" --loglevel INFO "$@" ;;
+  migrate) exec python manage.py migrate --noinput ;;
+  web|"") exec gunicorn config.wsgi --bind 0.0.0.0:8000 --workers "${WEB_CONCURRENCY:-3}" --timeout 60 --limit-request-line 8190 --access-logfile - ;;
+  *) exec "$@" ;;
+esac
+SH
+ENTRYPOINT ["/usr/local/bin/studio-entrypoint"]
+CMD ["web"]

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from studio.models import Attempt, GenerationRequest, OutputImage, PriceSheet, Route
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "owner",
+        "enabled",
+        "pricing_mode",
+        "price_per_call",
+        "timeout_seconds",
+        "fallback",
+    ]
+    list_filter = ["enabled", "owner", "pricing_mode"]
+
+
+@admin.register(PriceSheet)
+class PriceSheetAdmin(admin.ModelAdmin):
+    list_display = [
+        "model",
+        "effective_from",
+        "text_input",
+        "image_input",
+        "image_output",
+        "text_output",
+    ]
+
+
+class AttemptInline(admin.TabularInline):
+    model = Attempt
+    extra = 0
+    can_delete = False
+    fields = [
+        "number",
+        "route_owner",
+        "model_sent",
+        "provider_request_id",
+        "http_status",
+        "outcome",
+        "retry_reason",
+        "latency_ms",
+        "output_image_tokens",
+        "cost",
+        "cost_basis",
+    ]
+    readonly_fields = fields
+
+
+@admin.register(GenerationRequest)
+class GenerationRequestAdmin(admin.ModelAdmin):
+    list_display = ["id", "created_by", "created_at", "status", "route", "size", "quality", "cost"]
+    list_filter = ["status", "route", "quality"]
+    search_fields = ["id", "prompt", "created_by__username"]
+    readonly_fields = [f.name for f in GenerationRequest._meta.fields]
+    inlines = [AttemptInline]
+
+
+@admin.register(OutputImage)
+class OutputImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "request", "kind", "index", "width", "height", "format", "bytes"]
+    readonly_fields = [f.name for f in OutputImage._meta.fields]

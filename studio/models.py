@@ -1,0 +1,541 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import models, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from studio import imagerules, pricing
+
+DEFAULT_MODEL = "gpt-image-2"
+
+
+class Route(models.Model):
+    """A contract with one owner: OpenAI itself, a named provider gateway, or the sandbox."""
+
+    class PricingMode(models.TextChoices):
+        TOKENS = "tokens", "Per token (price sheet)"
+        PER_CALL = "per_call", "Flat price per call"
+
+    name = models.CharField(max_length=100, unique=True)
+    owner = models.CharField(
+        max_length=100,
+        help_text="Who bills and answers for this route: openai, a provider such as "
+        "laozhang.ai, or sandbox.",
+    )
+    base_url = models.URLField(
+        blank=True,
+        help_text="API base URL. Empty for the sandbox: the studio's own SANDBOX_BASE_URL.",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable holding the key. The key itself is "
+        "never stored.",
+    )
+    model_map = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Requested model -> model sent to this provider, e.g. {"gpt-image-2": '
+        '"gpt-image-2"}. A model not listed is sent as requested.',
+    )
+    pricing_mode = models.CharField(
+        max_length=20, choices=PricingMode.choices, default=PricingMode.TOKENS
+    )
+    price_per_call = models.DecimalField(
+        "USD per call", max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    timeout_seconds = models.PositiveIntegerField(default=150)
+    enabled = models.BooleanField(default=True)
+    fallback = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    supports_edits = models.BooleanField(default=True)
+    supports_masks = models.BooleanField(default=True)
+    supports_assistant = models.BooleanField(default=False)
+    supports_streaming = models.BooleanField(default=False)
+    supports_transparent = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.owner})"
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.owner == "sandbox"
+
+    def endpoint(self) -> str:
+        if self.base_url:
+            return self.base_url
+        if self.is_sandbox:
+            return settings.SANDBOX_BASE_URL
+        return ""
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable the route names; None when unset."""
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
+    def configuration_problem(self) -> str | None:
+        """Why this route cannot be called right now, or None when it can."""
+        if not self.enabled:
+            return f"Route {self.name} is disabled."
+        if not self.endpoint():
+            return f"Route {self.name} has no base URL."
+        if not self.is_sandbox and self.api_key() is None:
+            return (
+                f"Route {self.name} has no API key: set the environment variable "
+                f"{self.api_key_env or '(none named)'} for the web and worker processes."
+            )
+        return None
+
+    def model_sent_for(self, requested: str) -> str:
+        return self.model_map.get(requested, requested)
+
+
+class PriceSheetQuerySet(models.QuerySet):
+    def in_force(self, model: str, at=None) -> PriceSheet | None:
+        at = at or timezone.now()
+        return self.filter(model=model, effective_from__lte=at).order_by("-effective_from").first()
+
+
+class PriceSheet(models.Model):
+    """Per-token prices for one model from a date on, USD per 1M tokens."""
+
+    model = models.CharField(max_length=100)
+    effective_from = models.DateTimeField()
+    text_input = models.DecimalField(max_digits=10, decimal_places=4)
+    cached_text_input = models.DecimalField(max_digits=10, decimal_places=4)
+    image_input = models.DecimalField(max_digits=10, decimal_places=4)
+    cached_image_input = models.DecimalField(max_digits=10, decimal_places=4)
+    image_output = models.DecimalField(max_digits=10, decimal_places=4)
+    text_output = models.DecimalField(max_digits=10, decimal_places=4)
+    source = models.CharField(max_length=200, blank=True)
+
+    objects = PriceSheetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="one_sheet_per_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    REFUSED = "refused", "Refused"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.REFUSED, Status.CANCELLED)
+
+
+class GenerationRequestQuerySet(models.QuerySet):
+    def visible_to(self, user) -> GenerationRequestQuerySet:
+        """Designers see their own requests; reviewers and admins see everyone's."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser or user.groups.filter(name__in=["reviewer", "admin"]).exists():
+            return self
+        return self.filter(created_by=user)
+
+    def newest_first(self) -> GenerationRequestQuerySet:
+        return self.order_by("-created_at")
+
+
+class GenerationRequest(models.Model):
+    """One job as asked: the prompt, the settings, the route, and what came of it."""
+
+    class Operation(models.TextChoices):
+        GENERATE = "generate", "Generate (Image API)"
+        EDIT = "edit", "Edit (Image API)"
+        ASSISTANT = "assistant", "Assistant (Responses API)"
+
+    id = models.UUIDField("request ID", primary_key=True, default=uuid.uuid4, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="generation_requests"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    operation = models.CharField(
+        max_length=20, choices=Operation.choices, default=Operation.GENERATE
+    )
+    prompt = models.TextField()
+    prompt_sha256 = models.CharField(max_length=64)
+    expected_text_labels = models.JSONField(default=list, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    quality = models.CharField(max_length=10)
+    output_format = models.CharField(max_length=10)
+    output_compression = models.PositiveSmallIntegerField(null=True, blank=True)
+    background = models.CharField(max_length=20, default="auto")
+    n = models.PositiveSmallIntegerField(default=1)
+    partial_images = models.PositiveSmallIntegerField(default=0)
+    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="requests")
+    requested_model = models.CharField(max_length=100, default=DEFAULT_MODEL)
+    provider_model = models.CharField(max_length=100)
+    parent_output = models.ForeignKey(
+        "OutputImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    estimated_output_tokens = models.PositiveIntegerField(default=0)
+    estimated_cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    failure_reason = models.CharField(max_length=40, blank=True)
+    failure_message = models.TextField(blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GenerationRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["created_by", "-created_at"])]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    def get_absolute_url(self) -> str:
+        return reverse("studio:request-detail", args=[self.id])
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def latency_ms(self) -> int | None:
+        attempt = self.attempts.filter(outcome=Attempt.Outcome.SUCCEEDED).first()
+        return attempt.latency_ms if attempt else None
+
+    @classmethod
+    def submit(
+        cls,
+        *,
+        created_by,
+        route: Route,
+        prompt: str,
+        width: int,
+        height: int,
+        quality: str,
+        output_format: str,
+        output_compression: int | None = None,
+        background: str = "auto",
+        n: int = 1,
+        partial_images: int = 0,
+        requested_model: str = DEFAULT_MODEL,
+    ) -> GenerationRequest:
+        """Record a request with its estimate and queue it once the transaction commits."""
+        sheet = PriceSheet.objects.in_force(requested_model)
+        estimate = pricing.estimate_request(
+            width=width,
+            height=height,
+            quality=quality,
+            n=n,
+            partial_images=partial_images,
+            prompt=prompt,
+            sheet=sheet if route.pricing_mode == Route.PricingMode.TOKENS else None,
+        )
+        estimated_cost = estimate.cost
+        if route.pricing_mode == Route.PricingMode.PER_CALL and route.price_per_call is not None:
+            estimated_cost = route.price_per_call * n
+        request = cls.objects.create(
+            created_by=created_by,
+            route=route,
+            prompt=prompt,
+            prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+            width=width,
+            height=height,
+            quality=quality,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
+            n=n,
+            partial_images=partial_images,
+            requested_model=requested_model,
+            provider_model=route.model_sent_for(requested_model),
+            estimated_output_tokens=estimate.output_tokens,
+            estimated_cost=estimated_cost,
+        )
+        transaction.on_commit(request.enqueue)
+        return request
+
+    def enqueue(self) -> None:
+        from studio.tasks import run_generation
+
+        run_generation.delay(str(self.id))
+
+    def claim(self) -> bool:
+        """Move queued -> running; False when another delivery already took the row."""
+        claimed = GenerationRequest.objects.filter(pk=self.pk, status=Status.QUEUED).update(
+            status=Status.RUNNING, started_at=timezone.now()
+        )
+        if claimed:
+            self.refresh_from_db(fields=["status", "started_at"])
+        return bool(claimed)
+
+    def _finish(self, status: str, reason: str = "", message: str = "") -> None:
+        self.status = status
+        self.failure_reason = reason
+        self.failure_message = message
+        self.finished_at = timezone.now()
+        self.save(update_fields=["status", "failure_reason", "failure_message", "finished_at"])
+
+    def succeed(self, attempt: Attempt) -> None:
+        self.input_tokens = attempt.input_text_tokens + attempt.input_image_tokens
+        self.output_tokens = attempt.output_image_tokens + attempt.output_text_tokens
+        self.cost = attempt.cost
+        self.save(update_fields=["input_tokens", "output_tokens", "cost"])
+        self._finish(Status.SUCCEEDED)
+
+    def fail(self, reason: str, message: str) -> None:
+        self._finish(Status.FAILED, reason, message)
+
+    def refuse(self, message: str) -> None:
+        self._finish(Status.REFUSED, "policy", message)
+
+    def request_shape(self) -> dict:
+        """What the seeds call request_shape: enough to reproduce cost and latency spikes."""
+        return {
+            "prompt_sha256": self.prompt_sha256,
+            "input_image_count": 0,
+            "size": self.size,
+            "quality": self.quality,
+            "output_format": self.output_format,
+            "output_compression": self.output_compression,
+            "background": self.background,
+            "n": self.n,
+            "partial_images": self.partial_images,
+        }
+
+
+class Attempt(models.Model):
+    """One call to a provider: the unit that is billed, timed and logged."""
+
+    class Outcome(models.TextChoices):
+        CALLING = "calling", "Calling"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class RetryReason(models.TextChoices):
+        TIMEOUT = "timeout"
+        RATE_LIMIT = "rate_limit"
+        PROVIDER_5XX = "provider_5xx"
+        CONNECTION = "connection"
+        POLICY = "policy"
+        VALIDATION = "validation"
+        SIZE = "size"
+        INVALID_OUTPUT = "invalid_output"
+        UNKNOWN = "unknown"
+
+    class CostBasis(models.TextChoices):
+        TOKENS = "tokens", "Tokens x price sheet"
+        PER_CALL = "per_call", "Route price per call"
+        UNPRICED = "unpriced", "Unpriced"
+
+    request = models.ForeignKey(
+        GenerationRequest, on_delete=models.CASCADE, related_name="attempts"
+    )
+    number = models.PositiveSmallIntegerField()
+    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="attempts")
+    route_owner = models.CharField(max_length=100)
+    model_requested = models.CharField(max_length=100)
+    model_sent = models.CharField(max_length=100)
+    request_shape = models.JSONField(default=dict)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.CALLING)
+    provider_request_id = models.CharField(max_length=200, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    retry_reason = models.CharField(max_length=20, choices=RetryReason.choices, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    input_text_tokens = models.PositiveIntegerField(default=0)
+    input_image_tokens = models.PositiveIntegerField(default=0)
+    cached_input_tokens = models.PositiveIntegerField(default=0)
+    output_image_tokens = models.PositiveIntegerField(default=0)
+    output_text_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cost_basis = models.CharField(max_length=20, choices=CostBasis.choices, blank=True)
+    price_sheet = models.ForeignKey(PriceSheet, null=True, blank=True, on_delete=models.PROTECT)
+
+    class Meta:
+        ordering = ["request", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "number"], name="one_attempt_number"),
+            models.CheckConstraint(
+                condition=Q(cost__isnull=True) | Q(cost__gte=Decimal(0)), name="cost_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} #{self.number}"
+
+    @classmethod
+    def begin(cls, request: GenerationRequest, route: Route) -> Attempt:
+        number = request.attempts.count() + 1
+        return cls.objects.create(
+            request=request,
+            number=number,
+            route=route,
+            route_owner=route.owner,
+            model_requested=request.requested_model,
+            model_sent=route.model_sent_for(request.requested_model),
+            request_shape=request.request_shape(),
+        )
+
+    def _close(self, started_monotonic: float, ended_monotonic: float) -> None:
+        self.finished_at = timezone.now()
+        self.latency_ms = max(0, round((ended_monotonic - started_monotonic) * 1000))
+
+    def record_success(
+        self,
+        *,
+        usage: pricing.Usage | None,
+        provider_request_id: str,
+        http_status: int,
+        started: float,
+        ended: float,
+    ) -> None:
+        self._close(started, ended)
+        self.outcome = self.Outcome.SUCCEEDED
+        self.provider_request_id = provider_request_id
+        self.http_status = http_status
+        if usage is not None:
+            self.input_text_tokens = usage.input_text_tokens
+            self.input_image_tokens = usage.input_image_tokens
+            self.cached_input_tokens = usage.cached_text_tokens + usage.cached_image_tokens
+            self.output_image_tokens = usage.output_image_tokens
+            self.output_text_tokens = usage.output_text_tokens
+        self.price(usage)
+        self.save()
+
+    def record_failure(
+        self,
+        *,
+        reason: str,
+        http_status: int | None,
+        error_code: str,
+        message: str,
+        provider_request_id: str,
+        started: float,
+        ended: float,
+        billed_usage: pricing.Usage | None = None,
+    ) -> None:
+        self._close(started, ended)
+        self.outcome = self.Outcome.FAILED
+        self.retry_reason = reason
+        self.http_status = http_status
+        self.error_code = error_code
+        self.error_message = message
+        self.provider_request_id = provider_request_id
+        if billed_usage is not None:
+            # The provider answered and billed, but what came back was unusable.
+            self.output_image_tokens = billed_usage.output_image_tokens
+            self.input_text_tokens = billed_usage.input_text_tokens
+            self.price(billed_usage)
+        self.save()
+
+    def price(self, usage: pricing.Usage | None) -> None:
+        """Cost from the route's per-call price or from usage under the sheet in force."""
+        if self.route.pricing_mode == Route.PricingMode.PER_CALL:
+            if self.route.price_per_call is None:
+                self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
+            else:
+                self.cost, self.cost_basis = self.route.price_per_call, self.CostBasis.PER_CALL
+            return
+        sheet = PriceSheet.objects.in_force(self.model_requested, self.started_at)
+        if usage is None or sheet is None:
+            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
+            return
+        self.cost = pricing.cost_of_usage(usage, sheet)
+        self.cost_basis = self.CostBasis.TOKENS
+        self.price_sheet = sheet
+
+
+def output_upload_to(instance: OutputImage, filename: str) -> str:
+    return f"outputs/{instance.request_id}/{filename}"
+
+
+class OutputImage(models.Model):
+    """A stored image: decoded, checked with Pillow, hashed, saved through the storage API."""
+
+    class Kind(models.TextChoices):
+        FINAL = "final", "Final image"
+        PARTIAL = "partial", "Partial preview"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="outputs")
+    attempt = models.ForeignKey(Attempt, on_delete=models.PROTECT, related_name="outputs")
+    index = models.PositiveSmallIntegerField(default=0)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FINAL)
+    file = models.FileField(upload_to=output_upload_to, max_length=300)
+    sha256 = models.CharField(max_length=64)
+    bytes = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10)
+    public_url = models.URLField(max_length=1000, blank=True)
+    delete_after = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["request", "kind", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "kind", "index"], name="one_output_per_slot")
+        ]
+
+    def __str__(self) -> str:
+        return self.file.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("studio:output-file", args=[self.id])
+
+    @property
+    def content_type(self) -> str:
+        return imagerules.MIME_BY_FORMAT.get(self.format, "application/octet-stream")
+
+
+def store_output(request: GenerationRequest, attempt: Attempt, index: int, image) -> OutputImage:
+    """Save one verified image under outputs/<request-id>/ and record where it went."""
+    extension = "jpg" if image.format == "jpeg" else image.format
+    output = OutputImage(
+        request=request,
+        attempt=attempt,
+        index=index,
+        sha256=image.sha256,
+        bytes=len(image.data),
+        width=image.width,
+        height=image.height,
+        format=image.format,
+    )
+    output.file.save(
+        f"{index:02d}-{image.sha256[:16]}.{extension}", ContentFile(image.data), save=False
+    )
+    output.public_url = output.file.url
+    output.save()
+    return output

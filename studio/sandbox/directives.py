@@ -1,0 +1,69 @@
+"""Read `[sandbox:...]` directives out of a prompt: how a caller tells the sandbox to misbehave.
+
+    [sandbox:latency=2.5]  wait that long before answering (capped by settings)
+    [sandbox:timeout]      wait the longest allowed latency, then answer 504
+    [sandbox:error=429]    answer with that 4xx or 5xx status and OpenAI's error body
+    [sandbox:refuse]       answer 400 moderation_blocked, as the safety system does
+    [sandbox:bad-b64]      answer 200 with b64_json that does not decode
+    [sandbox:typo]         draw the first quoted label with one letter changed
+
+Unknown directives and bad values are ignored; every `[sandbox:...]` token is stripped from
+the text that is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+DIRECTIVE_PATTERN = re.compile(
+    r"\[sandbox:\s*([a-z0-9_-]+)\s*(?:=\s*([^\]]*?)\s*)?\]", flags=re.IGNORECASE
+)
+MIN_ERROR_STATUS = 400
+MAX_ERROR_STATUS = 599
+
+
+@dataclass(frozen=True)
+class Directives:
+    latency_seconds: float = 0.0
+    timeout: bool = False
+    error_status: int | None = None
+    refuse: bool = False
+    bad_b64: bool = False
+    typo: bool = False
+
+    @classmethod
+    def from_prompt(cls, prompt: str) -> Directives:
+        found: dict[str, object] = {}
+        for match in DIRECTIVE_PATTERN.finditer(prompt):
+            name, value = match.group(1).lower().replace("_", "-"), match.group(2)
+            if name == "latency" and (seconds := _read_seconds(value)) is not None:
+                found["latency_seconds"] = seconds
+            elif name == "error" and (status := _read_error_status(value)) is not None:
+                found["error_status"] = status
+            elif name in ("timeout", "refuse", "typo") and value is None:
+                found[name] = True
+            elif name == "bad-b64" and value is None:
+                found["bad_b64"] = True
+        return cls(**found)  # type: ignore[arg-type]
+
+
+def strip_directives(prompt: str) -> str:
+    """The prompt as it would read without any `[sandbox:...]` token."""
+    return DIRECTIVE_PATTERN.sub("", prompt).strip()
+
+
+def _read_seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _read_error_status(value: str | None) -> int | None:
+    if not value or not value.isdigit():
+        return None
+    status = int(value)
+    return status if MIN_ERROR_STATUS <= status <= MAX_ERROR_STATUS else None

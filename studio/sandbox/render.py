@@ -1,0 +1,208 @@
+"""Draw the sandbox's stand-in images: the prompt's quoted labels, large and legible.
+
+Everything drawn follows from the prompt, size, quality, format and image index, so the same
+request always gives the same bytes; OCR in the review flow then has real text to read.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+import random
+import re
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+QUOTED_PATTERN = re.compile(r'"([^"]+)"|“([^”]+)”')
+FOOTER_TEXT = "SANDBOX"
+INK = (18, 18, 24)
+PANEL = (250, 249, 244)
+FAINT_INK = (70, 70, 80)
+SHAPES_BY_QUALITY = {"low": 3, "medium": 6, "high": 10}
+
+MEASURE_SIZE = 100  # glyph widths scale with font size, so measure once at this size
+LINE_SPACING = 1.3
+MIN_FONT_PX = 14
+# Level 1 keeps a 4K PNG well under a second; the pictures are flat and compress well anyway.
+PNG_COMPRESS_LEVEL = 1
+WEBP_METHOD = 2
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What one image shows and how it is encoded."""
+
+    text: str
+    labels: tuple[str, ...]
+    width: int
+    height: int
+    quality: str
+    output_format: str
+    output_compression: int = 100
+    index: int = 0
+    count: int = 1
+
+
+def quoted_labels(text: str) -> list[str]:
+    """The strings inside "..." or “...”, in order, whitespace collapsed, empty ones dropped."""
+    labels = []
+    for match in QUOTED_PATTERN.finditer(text):
+        label = " ".join((match.group(1) or match.group(2)).split())
+        if label:
+            labels.append(label)
+    return labels
+
+
+def misspell(label: str) -> str:
+    """The label with its middle letter swapped for another, the same way every time."""
+    letters = [i for i, char in enumerate(label) if char.isascii() and char.isalpha()]
+    if letters:
+        at = letters[len(letters) // 2]
+        # ROT13 never maps a letter to itself and keeps its case.
+        return label[:at] + _rot13(label[at]) + label[at + 1 :]
+    digits = [i for i, char in enumerate(label) if char.isascii() and char.isdigit()]
+    if digits:
+        at = digits[len(digits) // 2]
+        return label[:at] + str((int(label[at]) + 5) % 10) + label[at + 1 :]
+    return label + "x"
+
+
+def labels_to_draw(text: str, *, typo: bool = False) -> list[str]:
+    """The lines an image shows for a prompt; with typo, the first one is misspelt."""
+    labels = quoted_labels(text)
+    if typo and labels:
+        labels[0] = misspell(labels[0])
+    return labels
+
+
+def render_image(picture: Picture) -> bytes:
+    """Draw and encode one image."""
+    seed = hashlib.sha256(picture.text.encode()).digest()
+    image = _background(picture, seed)
+    draw = ImageDraw.Draw(image)
+    if picture.labels:
+        _draw_labels(draw, list(picture.labels), picture.width, picture.height)
+    _draw_corner_text(draw, picture)
+    return _encode(image, picture.output_format, picture.output_compression)
+
+
+def _rot13(letter: str) -> str:
+    base = ord("a") if letter.islower() else ord("A")
+    return chr(base + (ord(letter) - base + 13) % 26)
+
+
+def _pastel(hue: float, lightness: float, saturation: float) -> tuple[int, int, int]:
+    red, green, blue = colorsys.hls_to_rgb(hue % 1.0, lightness, saturation)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def _background(picture: Picture, seed: bytes) -> Image.Image:
+    hue = int.from_bytes(seed[:2], "big") / 65536
+    top, bottom = _pastel(hue, 0.90, 0.55), _pastel(hue + 0.12, 0.82, 0.50)
+    # Colourise a small gradient and scale it up: no per-pixel work at full size.
+    gradient = ImageOps.colorize(Image.linear_gradient("L"), black=top, white=bottom)
+    image = gradient.resize((picture.width, picture.height), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    shapes = random.Random(seed + picture.index.to_bytes(2, "big"))
+    short_edge = min(picture.width, picture.height)
+    for _ in range(SHAPES_BY_QUALITY.get(picture.quality, SHAPES_BY_QUALITY["high"])):
+        x, y = shapes.random() * picture.width, shapes.random() * picture.height
+        radius = short_edge * (0.05 + 0.15 * shapes.random())
+        colour = _pastel(hue + 0.5 * shapes.random(), 0.76, 0.45)
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
+    return image
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # Loading takes microseconds; a fresh face per call keeps FreeType state out of shared
+    # threads (the server answers requests on several).
+    return ImageFont.load_default(size=size)
+
+
+def _width_per_px(line: str) -> float:
+    """How wide the line is for each pixel of font size."""
+    return _font(MEASURE_SIZE).getlength(line) / MEASURE_SIZE
+
+
+def _fitting_size(lines: list[str], box_width: float, box_height: float, largest: float) -> float:
+    widest = max(_width_per_px(line) for line in lines)
+    by_width = box_width / widest if widest else largest
+    by_height = box_height / (len(lines) * LINE_SPACING)
+    return min(largest, by_width, by_height)
+
+
+def _wrap(label: str, size: float, box_width: float) -> list[str]:
+    lines: list[str] = []
+    for word in label.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and _width_per_px(candidate) * size <= box_width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
+
+
+def _layout(labels: list[str], width: int, height: int) -> tuple[int, list[str]]:
+    """Font size and lines: one label a line, as large as fits; wrapped only when too long."""
+    # A little slack for hinting, which makes glyphs at some sizes slightly wider.
+    box_width, box_height = width * 0.86, height * 0.68
+    largest = min(width / 10, height / 5)
+    smallest = max(MIN_FONT_PX, width / 36)
+    lines = labels
+    size = _fitting_size(lines, box_width, box_height, largest)
+    if size < smallest:
+        lines = [line for label in labels for line in _wrap(label, smallest, box_width)]
+        size = _fitting_size(lines, box_width, box_height, largest)
+    return max(MIN_FONT_PX, int(size)), lines
+
+
+def _draw_labels(draw: ImageDraw.ImageDraw, labels: list[str], width: int, height: int) -> None:
+    size, lines = _layout(labels, width, height)
+    font = _font(size)
+    line_height = size * LINE_SPACING
+    block_width = max(font.getlength(line) for line in lines)
+    block_height = line_height * len(lines)
+    centre_x, centre_y = width / 2, height * 0.46
+    padding = size * 0.6
+    draw.rounded_rectangle(
+        (
+            centre_x - block_width / 2 - padding,
+            centre_y - block_height / 2 - padding,
+            centre_x + block_width / 2 + padding,
+            centre_y + block_height / 2 + padding,
+        ),
+        radius=padding,
+        fill=PANEL,
+    )
+    top = centre_y - block_height / 2
+    for number, line in enumerate(lines):
+        middle = top + (number + 0.5) * line_height
+        draw.text((centre_x, middle), line, font=font, fill=INK, anchor="mm")
+
+
+def _draw_corner_text(draw: ImageDraw.ImageDraw, picture: Picture) -> None:
+    size = max(MIN_FONT_PX, picture.width // 40)
+    font = _font(size)
+    draw.text(
+        (picture.width / 2, picture.height - size),
+        FOOTER_TEXT,
+        font=font,
+        fill=FAINT_INK,
+        anchor="ms",
+    )
+    if picture.count > 1:
+        marker = f"{picture.index + 1}/{picture.count}"
+        draw.text((picture.width - size, size), marker, font=font, fill=FAINT_INK, anchor="ra")
+
+
+def _encode(image: Image.Image, output_format: str, compression: int) -> bytes:
+    buffer = io.BytesIO()
+    if output_format == "jpeg":
+        image.save(buffer, "JPEG", quality=compression)
+    elif output_format == "webp":
+        image.save(buffer, "WEBP", quality=compression, method=WEBP_METHOD)
+    else:
+        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from studio import views
+
+app_name = "studio"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("requests/", views.request_list, name="request-list"),
+    path("requests/new/", views.request_new, name="request-new"),
+    path("requests/<uuid:request_id>/", views.request_detail, name="request-detail"),
+    path("outputs/<uuid:output_id>/file", views.output_file, name="output-file"),
+]

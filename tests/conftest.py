@@ -1,0 +1,160 @@
+"""Shared fixtures: named users in their roles, routes, the price sheet, a real worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from decimal import Decimal
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Group
+
+from studio.management.commands.seed_studio import GPT_IMAGE_2_RELEASE, STANDARD_PRICES
+from studio.models import PriceSheet, Route
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_sessionstart(session) -> None:
+    """Service-backed runs fail loudly when the services are missing; they never skip."""
+    database = django_settings.DATABASES["default"]
+    broker = django_settings.CELERY_BROKER_URL
+    problems = []
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        if database["ENGINE"] != "django.db.backends.postgresql":
+            problems.append(f"REQUIRE_SERVICES=1 but the database is {database['ENGINE']}.")
+        if not broker.startswith("redis://"):
+            problems.append(f"REQUIRE_SERVICES=1 but the broker is {broker}.")
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        host, port = database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)
+        if not _reachable(host, port):
+            problems.append(f"PostgreSQL is not reachable at {host}:{port}.")
+    if broker.startswith("redis://"):
+        parsed = urlparse(broker)
+        if not _reachable(parsed.hostname or "127.0.0.1", parsed.port or 6379):
+            problems.append(f"Redis is not reachable at {parsed.hostname}:{parsed.port or 6379}.")
+    if problems:
+        pytest.exit("Required services are missing:\n  " + "\n  ".join(problems), returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings, tmp_path) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def roles(db) -> dict[str, Group]:
+    return {
+        name: Group.objects.get_or_create(name=name)[0]
+        for name in ("designer", "reviewer", "admin")
+    }
+
+
+def _user(django_user_model, username: str, group: Group | None, **extra):
+    user = django_user_model.objects.create_user(
+        username=username, password="pw-" + username, **extra
+    )
+    if group is not None:
+        user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def designer(django_user_model, roles):
+    return _user(django_user_model, "dana", roles["designer"])
+
+
+@pytest.fixture
+def other_designer(django_user_model, roles):
+    return _user(django_user_model, "otto", roles["designer"])
+
+
+@pytest.fixture
+def reviewer(django_user_model, roles):
+    return _user(django_user_model, "rita", roles["reviewer"])
+
+
+@pytest.fixture
+def admin_user(django_user_model, roles):
+    return _user(django_user_model, "ada", roles["admin"], is_staff=True)
+
+
+@pytest.fixture
+def outsider(django_user_model, roles):
+    return _user(django_user_model, "oscar", None)
+
+
+@pytest.fixture
+def price_sheet(db) -> PriceSheet:
+    return PriceSheet.objects.create(
+        model="gpt-image-2", effective_from=GPT_IMAGE_2_RELEASE, **STANDARD_PRICES
+    )
+
+
+@pytest.fixture
+def sandbox_route(db, price_sheet) -> Route:
+    """The sandbox route, pointing nowhere yet: tests that call it use `live_sandbox`."""
+    return Route.objects.create(
+        name="sandbox",
+        owner="sandbox",
+        model_map={"gpt-image-2": "gpt-image-2"},
+        timeout_seconds=30,
+    )
+
+
+@pytest.fixture
+def live_sandbox(live_server, sandbox_route) -> Route:
+    """The sandbox route served by a real HTTP server on a loopback socket."""
+    sandbox_route.base_url = f"{live_server.url}/sandbox/v1"
+    sandbox_route.save(update_fields=["base_url"])
+    return sandbox_route
+
+
+@pytest.fixture
+def provider_route(db) -> Route:
+    return Route.objects.create(
+        name="gateway",
+        owner="laozhang.ai",
+        base_url="http://127.0.0.1:9/v1",
+        api_key_env="GATEWAY_TEST_KEY",
+        pricing_mode=Route.PricingMode.PER_CALL,
+        price_per_call=Decimal("0.03"),
+    )
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, tmp_path_factory):
+    """A real Celery worker process (thread pool) on the configured broker and test database."""
+    from config.celery import app
+    from tests.worker import start_worker
+
+    # Messages left by an earlier run point at rows that no longer exist; drop them.
+    app.control.purge()
+    worker = start_worker(tmp_path_factory.mktemp("worker-media"))
+    yield worker
+    worker.stop()
+    artifacts = django_settings.BASE_DIR / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "celery-worker.log").write_text(worker.log())
+
+
+def wait_for_terminal(generation, timeout: float = 60.0):
+    """Poll the row (the source of truth) until the request ends."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        generation.refresh_from_db()
+        if generation.is_terminal:
+            return generation
+        time.sleep(0.2)
+    raise AssertionError(f"request {generation.id} still {generation.status} after {timeout}s")
