@@ -47,9 +47,14 @@ def test_designer_submits_and_watches_the_request_finish(
     page.wait_for_selector('[data-status="succeeded"]', timeout=30_000)
     assert navigations == []
 
-    image = page.locator("figure.output img")
-    image.wait_for()
-    assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 1536
+    # The image arrives through the access-checked file view; wait until it has decoded.
+    natural_width = page.wait_for_function(
+        """() => {
+            const img = document.querySelector("figure.output img");
+            return img && img.complete && img.naturalWidth;
+        }"""
+    ).json_value()
+    assert natural_width == 1536
     text = page.inner_text("#progress")
     generation.refresh_from_db()
     assert generation.status == Status.SUCCEEDED
