@@ -302,13 +302,22 @@ class GenerationRequest(models.Model):
         self.failure_reason = reason
         self.failure_message = message
         self.finished_at = timezone.now()
-        self.save(update_fields=["status", "failure_reason", "failure_message", "finished_at"])
+        self.cost = self.total_attempt_cost()
+        self.save(
+            update_fields=["status", "failure_reason", "failure_message", "finished_at", "cost"]
+        )
+
+    def total_attempt_cost(self) -> Decimal | None:
+        """What every attempt cost together; None (unpriced) if any attempt's price is unknown."""
+        costs = list(self.attempts.values_list("cost", flat=True))
+        if any(cost is None for cost in costs):
+            return None
+        return sum(costs, Decimal(0))
 
     def succeed(self, attempt: Attempt) -> None:
         self.input_tokens = attempt.input_text_tokens + attempt.input_image_tokens
         self.output_tokens = attempt.output_image_tokens + attempt.output_text_tokens
-        self.cost = attempt.cost
-        self.save(update_fields=["input_tokens", "output_tokens", "cost"])
+        self.save(update_fields=["input_tokens", "output_tokens"])
         self._finish(Status.SUCCEEDED)
 
     def fail(self, reason: str, message: str) -> None:
@@ -355,6 +364,7 @@ class Attempt(models.Model):
         TOKENS = "tokens", "Tokens x price sheet"
         PER_CALL = "per_call", "Route price per call"
         UNPRICED = "unpriced", "Unpriced"
+        NOT_BILLED = "not_billed", "Not billed (error without usage)"
 
     request = models.ForeignKey(
         GenerationRequest, on_delete=models.CASCADE, related_name="attempts"
@@ -458,6 +468,15 @@ class Attempt(models.Model):
             self.output_image_tokens = billed_usage.output_image_tokens
             self.input_text_tokens = billed_usage.input_text_tokens
             self.price(billed_usage)
+        elif reason in (self.RetryReason.TIMEOUT, self.RetryReason.UNKNOWN):
+            # No answer: the provider may still have finished, and billed, the call.
+            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
+        elif self.route.pricing_mode == Route.PricingMode.TOKENS:
+            # An error answer reports no usage, and per-token contracts bill only usage.
+            self.cost, self.cost_basis = Decimal(0), self.CostBasis.NOT_BILLED
+        else:
+            # Whether a flat-price provider bills failed calls is its contract's business.
+            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
         self.save()
 
     def price(self, usage: pricing.Usage | None) -> None:

@@ -89,6 +89,9 @@ def test_a_refused_request_ends_refused_after_one_attempt(live_sandbox, designer
         400,
         "moderation_blocked",
     )
+    # An error answer carries no usage: nothing billed, which is not the same as unpriced.
+    assert (attempt.cost, attempt.cost_basis) == (0, Attempt.CostBasis.NOT_BILLED)
+    assert generation.cost == 0
 
 
 def test_a_server_error_ends_failed_with_provider_5xx(live_sandbox, designer):
@@ -142,3 +145,16 @@ def test_a_per_call_route_costs_its_flat_price(live_sandbox, designer):
     run_generation(str(generation.id))
     [attempt] = generation.attempts.all()
     assert (attempt.cost, attempt.cost_basis) == (Decimal("0.03"), Attempt.CostBasis.PER_CALL)
+
+
+def test_a_timeout_fails_and_its_cost_is_unknown(live_sandbox, designer):
+    live_sandbox.timeout_seconds = 1
+    live_sandbox.save()
+    generation = submit_request(designer, live_sandbox, "[sandbox:latency=3] slow")
+    run_generation(str(generation.id))
+    generation.refresh_from_db()
+    assert (generation.status, generation.failure_reason) == (Status.FAILED, "timeout")
+    [attempt] = generation.attempts.all()
+    # The provider may have finished and billed after we gave up: unpriced, never 0.
+    assert (attempt.cost, attempt.cost_basis) == (None, Attempt.CostBasis.UNPRICED)
+    assert generation.cost is None

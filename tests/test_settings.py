@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from config.settings import env_bool, env_decimal, env_int, env_list, env_str
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_deploy_check_is_clean_with_production_settings():
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="studio.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_without_a_secret_key_refuses_to_start():
+    result = run_manage("check", DEBUG="0", ALLOWED_HOSTS="studio.example.com")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_a_malformed_flag_names_the_variable():
+    result = run_manage("check", DEBUG="maybe")
+    assert result.returncode != 0
+    assert "DEBUG must be one of" in result.stderr
+
+
+class TestEnvHelpers:
+    def test_defaults_apply_when_unset(self, monkeypatch):
+        monkeypatch.delenv("STUDIO_TEST_VALUE", raising=False)
+        assert env_str("STUDIO_TEST_VALUE", "x") == "x"
+        assert env_bool("STUDIO_TEST_VALUE", True) is True
+        assert env_int("STUDIO_TEST_VALUE", 7) == 7
+        assert env_list("STUDIO_TEST_VALUE", "a, b,,c") == ["a", "b", "c"]
+
+    def test_a_required_value_that_is_missing_fails_loudly(self, monkeypatch):
+        monkeypatch.delenv("STUDIO_TEST_VALUE", raising=False)
+        with pytest.raises(ImproperlyConfigured, match="STUDIO_TEST_VALUE"):
+            env_str("STUDIO_TEST_VALUE")
+
+    @pytest.mark.parametrize(
+        ("helper", "raw"), [(env_bool, "perhaps"), (env_int, "12a"), (env_decimal, "1,5")]
+    )
+    def test_bad_values_fail_loudly(self, monkeypatch, helper, raw):
+        monkeypatch.setenv("STUDIO_TEST_VALUE", raw)
+        with pytest.raises(ImproperlyConfigured, match="STUDIO_TEST_VALUE"):
+            helper("STUDIO_TEST_VALUE", *(["1"] if helper is env_decimal else [0]))
+
+    @pytest.mark.parametrize(
+        ("raw", "value"), [("1", True), ("yes", True), ("off", False), ("", False)]
+    )
+    def test_flags_read_the_usual_spellings(self, monkeypatch, raw, value):
+        monkeypatch.setenv("STUDIO_TEST_VALUE", raw)
+        assert env_bool("STUDIO_TEST_VALUE", not value) is value
+
+
+def test_celery_time_limits_sit_above_the_default_route_timeout():
+    from studio.models import Route
+
+    default_timeout = Route._meta.get_field("timeout_seconds").default
+    assert settings.CELERY_TASK_SOFT_TIME_LIMIT > default_timeout
+    assert settings.CELERY_TASK_TIME_LIMIT > settings.CELERY_TASK_SOFT_TIME_LIMIT
