@@ -40,8 +40,9 @@ system-test-deps:
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
 ## test: install what the tests need (Python packages and Chromium) and run the whole suite
+# Tests keep their SQLite file and filesystem broker apart from a running `make run`.
 test: install-test system-test-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	VAR_DIR=$${VAR_DIR:-$(CURDIR)/var/test} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test
 	$(BIN)/python -m tests.bench
