@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from studio.models import Attempt, GenerationRequest, OutputImage, PriceSheet, Route
+from studio.models import (
+    Attempt,
+    Budget,
+    GenerationRequest,
+    OutputImage,
+    PriceSheet,
+    PromptFrame,
+    PromptFrameVersion,
+    Route,
+)
 
 
 @admin.register(Route)
@@ -64,3 +73,31 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 class OutputImageAdmin(admin.ModelAdmin):
     list_display = ["id", "request", "kind", "index", "width", "height", "format", "bytes"]
     readonly_fields = [f.name for f in OutputImage._meta.fields]
+
+
+class PromptFrameVersionInline(admin.TabularInline):
+    model = PromptFrameVersion
+    extra = 0
+    can_delete = False
+    fields = ["number", "created_at", "name", "recommended_size", "recommended_quality"]
+    readonly_fields = fields
+    ordering = ["-number"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PromptFrame)
+class PromptFrameAdmin(admin.ModelAdmin):
+    """Saving a changed frame freezes a new version; requests keep the one they used."""
+
+    list_display = ["name", "key", "operation", "is_active", "position", "updated_at"]
+    list_filter = ["is_active", "operation"]
+    prepopulated_fields = {"key": ["name"]}
+    inlines = [PromptFrameVersionInline]
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "scope", "user", "monthly_limit"]
+    list_filter = ["scope"]

@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -103,6 +107,41 @@ class Route(models.Model):
     def model_sent_for(self, requested: str) -> str:
         return self.model_map.get(requested, requested)
 
+    @property
+    def pricing_label(self) -> str:
+        """How this contract charges, in its own terms (never another contract's prices)."""
+        if self.pricing_mode == self.PricingMode.PER_CALL:
+            if self.price_per_call is None:
+                return f"{self.owner} flat price per call (unpriced: no price set)"
+            return f"${self.price_per_call} per call, {self.owner}'s price"
+        if self.is_sandbox:
+            return "simulated at OpenAI's token prices, not billed"
+        return "per token, OpenAI price sheet"
+
+    def estimate(
+        self,
+        *,
+        prompt: str,
+        width: int,
+        height: int,
+        quality: str,
+        n: int = 1,
+        partial_images: int = 0,
+        requested_model: str = DEFAULT_MODEL,
+    ) -> pricing.Estimate:
+        """The cost estimate shown before submission and stored on the request."""
+        per_call = self.pricing_mode == self.PricingMode.PER_CALL
+        return pricing.estimate_request(
+            width=width,
+            height=height,
+            quality=quality,
+            n=n,
+            partial_images=partial_images,
+            prompt=prompt,
+            sheet=None if per_call else PriceSheet.objects.in_force(requested_model),
+            price_per_call=self.price_per_call if per_call else None,
+        )
+
 
 class PriceSheetQuerySet(models.QuerySet):
     def in_force(self, model: str, at=None) -> PriceSheet | None:
@@ -133,6 +172,348 @@ class PriceSheet(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+
+
+SLOT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+PLACEHOLDER_PATTERN = re.compile(r"\{([a-z][a-z0-9_]{0,39})\}")
+LABEL_SEPARATORS = re.compile(r"\s*(?:\n|\|)\s*")
+MAX_SLOT_CHARS = 2_000
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One named gap in a frame's template, read from the frame's JSON and checked there."""
+
+    name: str
+    label: str
+    required: bool = True
+    help: str = ""
+    example: str = ""
+    text: bool = False  # words that must appear in the image, drawn as quoted labels
+
+    @classmethod
+    def from_json(cls, raw: object) -> Slot:
+        if not isinstance(raw, dict):
+            raise ValueError("Each slot must be an object with at least a name.")
+        name = raw.get("name")
+        if not isinstance(name, str) or not SLOT_NAME_PATTERN.match(name):
+            raise ValueError(
+                f"Slot name {name!r} must start with a letter and use only a-z, 0-9 and _."
+            )
+        unknown = set(raw) - {"name", "label", "required", "help", "example", "text"}
+        if unknown:
+            raise ValueError(f"Slot {name} has unknown keys: {', '.join(sorted(unknown))}.")
+        return cls(
+            name=name,
+            label=str(raw.get("label") or name.replace("_", " ").capitalize()),
+            required=bool(raw.get("required", True)),
+            help=str(raw.get("help", "")),
+            example=str(raw.get("example", "")),
+            text=bool(raw.get("text", False)),
+        )
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    prompt: str
+    expected_text_labels: list[str]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.prompt.encode()).hexdigest()
+
+
+class SlotErrors(ValueError):
+    """Slot values a frame cannot render: {slot name: message}."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip(" -•\t") for line in text.splitlines() if line.strip(" -•\t")]
+
+
+def split_labels(value: str) -> list[str]:
+    """A text slot may hold several labels, one per line or separated by |."""
+    return [label for label in LABEL_SEPARATORS.split(value.strip()) if label]
+
+
+class FrameContent(models.Model):
+    """What a prompt frame says; shared by the editable frame and its frozen versions."""
+
+    class Operation(models.TextChoices):
+        GENERATE = "generate", "Generate a new image"
+        EDIT = "edit", "Edit an existing image"
+
+    name = models.CharField(max_length=100)
+    purpose = models.TextField(blank=True)
+    operation = models.CharField(
+        max_length=20, choices=Operation.choices, default=Operation.GENERATE
+    )
+    template = models.TextField(
+        help_text="One sentence per line with {slot_name} gaps. A line whose optional slots "
+        "are left empty is dropped. Slot values are inserted as plain text, never as template."
+    )
+    slots = models.JSONField(
+        default=list,
+        help_text='A list of {"name", "label", "required", "help", "example", "text"}; '
+        '"text": true marks words that must appear in the image.',
+    )
+    fixed_elements = models.TextField(blank=True, help_text="One per line; added to the prompt.")
+    avoid = models.TextField(blank=True, help_text="One per line; added to the prompt.")
+    checks = models.TextField(blank=True, help_text="One per line: what the reviewer checks.")
+    recommended_size = models.CharField(max_length=20, default="1024x1024")
+    recommended_quality = models.CharField(max_length=10, default="medium")
+    recommended_format = models.CharField(max_length=10, default="png")
+
+    CONTENT_FIELDS = (
+        "name",
+        "purpose",
+        "operation",
+        "template",
+        "slots",
+        "fixed_elements",
+        "avoid",
+        "checks",
+        "recommended_size",
+        "recommended_quality",
+        "recommended_format",
+    )
+
+    class Meta:
+        abstract = True
+
+    def slot_list(self) -> list[Slot]:
+        return [Slot.from_json(raw) for raw in self.slots]
+
+    def check_list(self) -> list[str]:
+        return _lines(self.checks)
+
+    def content(self) -> dict:
+        return {field: getattr(self, field) for field in self.CONTENT_FIELDS}
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        try:
+            slots = self.slot_list() if isinstance(self.slots, list) else None
+            if slots is None:
+                raise ValueError("Slots must be a list.")
+        except ValueError as problem:
+            errors["slots"] = [str(problem)]
+            slots = []
+        names = [slot.name for slot in slots]
+        if len(names) != len(set(names)):
+            errors.setdefault("slots", []).append("Slot names must be unique.")
+        used = set(PLACEHOLDER_PATTERN.findall(self.template))
+        if undefined := ", ".join(sorted(used - set(names))):
+            errors["template"] = [f"The template uses slots that are not defined: {undefined}."]
+        if unused := ", ".join(sorted(set(names) - used)):
+            errors.setdefault("slots", []).append(f"Defined but unused in the template: {unused}.")
+        size = imagerules.parse_size(self.recommended_size)
+        size_errors = (
+            imagerules.size_problems(*size) if size else ["Write the size as WIDTHxHEIGHT."]
+        )
+        if size_errors:
+            errors["recommended_size"] = size_errors
+        if self.recommended_quality not in imagerules.QUALITIES:
+            errors["recommended_quality"] = [f"One of {', '.join(imagerules.QUALITIES)}."]
+        if self.recommended_format not in imagerules.OUTPUT_FORMATS:
+            errors["recommended_format"] = [f"One of {', '.join(imagerules.OUTPUT_FORMATS)}."]
+        if errors:
+            raise ValidationError(errors)
+
+    def render(self, values: dict[str, str]) -> RenderedPrompt:
+        """Fill the template with slot values in one pass; raise SlotErrors naming the slots."""
+        slots = {slot.name: slot for slot in self.slot_list()}
+        cleaned: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for name, slot in slots.items():
+            value = str(values.get(name) or "").strip()
+            if not slot.text:
+                value = " ".join(value.split())
+            if slot.required and not value:
+                errors[name] = f"{slot.label} is required by the {self.name} frame."
+            elif len(value) > MAX_SLOT_CHARS:
+                errors[name] = f"{slot.label} may be at most {MAX_SLOT_CHARS} characters."
+            elif slot.text and '"' in value:
+                errors[name] = (
+                    f'{slot.label} cannot contain double quotes ("): the studio quotes each '
+                    "label itself so the image model draws it exactly."
+                )
+            cleaned[name] = value
+        if errors:
+            raise SlotErrors(errors)
+
+        labels: list[str] = []
+
+        def fill(match: re.Match) -> str:
+            slot = slots[match.group(1)]
+            value = cleaned[slot.name]
+            if not slot.text:
+                return value
+            slot_labels = split_labels(value)
+            labels.extend(slot_labels)
+            return ", ".join(f'"{label}"' for label in slot_labels)
+
+        lines = []
+        for line in self.template.splitlines():
+            names = PLACEHOLDER_PATTERN.findall(line)
+            if any(not cleaned.get(name) for name in names):
+                continue  # an optional slot left empty takes its sentence with it
+            # One substitution pass: text inside a value is never read as a placeholder.
+            lines.append(PLACEHOLDER_PATTERN.sub(fill, line).strip())
+        fixed = _lines(self.fixed_elements)
+        if fixed:
+            lines.append("Keep these fixed: " + "; ".join(fixed) + ".")
+        avoid = _lines(self.avoid)
+        if avoid:
+            lines.append("Avoid: " + "; ".join(avoid) + ".")
+        return RenderedPrompt("\n".join(line for line in lines if line), labels)
+
+
+class PromptFrameQuerySet(models.QuerySet):
+    def active(self) -> PromptFrameQuerySet:
+        return self.filter(is_active=True)
+
+
+class PromptFrame(FrameContent):
+    """A reusable frame as admins edit it. Every change is frozen as a new version."""
+
+    key = models.SlugField(max_length=60, unique=True)
+    is_active = models.BooleanField(default=True)
+    position = models.PositiveSmallIntegerField(default=100)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PromptFrameQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            latest = self.versions.order_by("-number").first()
+            if latest is None or latest.content() != self.content():
+                PromptFrameVersion.objects.create(
+                    frame=self, number=(latest.number + 1) if latest else 1, **self.content()
+                )
+
+    @property
+    def current_version(self) -> PromptFrameVersion:
+        return self.versions.order_by("-number").first()
+
+
+class PromptFrameVersion(FrameContent):
+    """A frozen frame: requests point here, so editing the frame never rewrites history."""
+
+    frame = models.ForeignKey(PromptFrame, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["frame", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["frame", "number"], name="one_frame_version_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.number}"
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, budget: Budget, spent: Decimal, estimate: Decimal | None) -> None:
+        self.budget, self.spent, self.estimate = budget, spent, estimate
+        whose = "Your" if budget.scope == Budget.Scope.USER else "The studio's"
+        if estimate is None:
+            message = (
+                f"{whose} monthly budget is ${budget.monthly_limit:.2f} and this route has no "
+                "known price, so the request cannot be checked against it. Choose a priced route."
+            )
+        else:
+            message = (
+                f"{whose} monthly budget would be exceeded: spent ${spent:.4f} of "
+                f"${budget.monthly_limit:.2f} this month, and this request is estimated at "
+                f"${estimate:.4f}. Lower the quality, size or number of images, or ask an admin."
+            )
+        super().__init__(message)
+
+
+class Budget(models.Model):
+    """A monthly spending limit for one user, or (one row) for the whole studio.
+
+    Spend counts real-money routes only: the sandbox's costs are simulated. A request counts
+    with its actual cost once known, else with its estimate, from the moment it is queued.
+    """
+
+    class Scope(models.TextChoices):
+        USER = "user", "One user"
+        GLOBAL = "global", "Whole studio"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.USER)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="budgets",
+    )
+    monthly_limit = models.DecimalField("monthly limit (USD)", max_digits=12, decimal_places=2)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(scope="user"), name="one_budget_per_user"
+            ),
+            models.UniqueConstraint(
+                fields=["scope"], condition=Q(scope="global"), name="one_global_budget"
+            ),
+            models.CheckConstraint(
+                condition=(Q(scope="user") & Q(user__isnull=False))
+                | (Q(scope="global") & Q(user__isnull=True)),
+                name="budget_scope_matches_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.user.get_username() if self.user_id else "studio"
+        return f"{who}: ${self.monthly_limit}/month"
+
+    def spent_this_month(self, now=None) -> Decimal:
+        now = now or timezone.now()
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        requests = GenerationRequest.objects.filter(created_at__gte=month_start).exclude(
+            route__owner="sandbox"
+        )
+        if self.scope == self.Scope.USER:
+            requests = requests.filter(created_by_id=self.user_id)
+        total = requests.aggregate(total=Sum(Coalesce("cost", "estimated_cost")))["total"]
+        return total or Decimal(0)
+
+    def remaining(self) -> Decimal:
+        return self.monthly_limit - self.spent_this_month()
+
+    @classmethod
+    def applying_to(cls, user) -> list[Budget]:
+        return list(
+            cls.objects.filter(Q(user=user, scope=cls.Scope.USER) | Q(scope=cls.Scope.GLOBAL))
+        )
+
+    @classmethod
+    def enforce(cls, user, estimate: Decimal | None) -> None:
+        """Raise BudgetExceeded when the estimate does not fit. Call inside a transaction."""
+        # Lock the budget rows so two submissions cannot both spend the last dollars.
+        budgets = cls.objects.select_for_update().filter(
+            Q(user=user, scope=cls.Scope.USER) | Q(scope=cls.Scope.GLOBAL)
+        )
+        for budget in budgets:
+            spent = budget.spent_this_month()
+            if estimate is None or spent + estimate > budget.monthly_limit:
+                raise BudgetExceeded(budget, spent, estimate)
 
 
 class Status(models.TextChoices):
@@ -178,6 +559,14 @@ class GenerationRequest(models.Model):
     )
     prompt = models.TextField()
     prompt_sha256 = models.CharField(max_length=64)
+    frame_version = models.ForeignKey(
+        "PromptFrameVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="requests",
+    )
+    slot_values = models.JSONField(default=dict, blank=True)
     expected_text_labels = models.JSONField(default=list, blank=True)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
@@ -247,41 +636,75 @@ class GenerationRequest(models.Model):
         n: int = 1,
         partial_images: int = 0,
         requested_model: str = DEFAULT_MODEL,
+        frame_version: PromptFrameVersion | None = None,
+        slot_values: dict | None = None,
+        expected_text_labels: list[str] | None = None,
     ) -> GenerationRequest:
-        """Record a request with its estimate and queue it once the transaction commits."""
-        sheet = PriceSheet.objects.in_force(requested_model)
-        estimate = pricing.estimate_request(
+        """Record a request with its estimate and queue it once the transaction commits.
+
+        Raises BudgetExceeded, leaving nothing behind, when the estimate does not fit in
+        what is left of the user's or the studio's monthly budget.
+        """
+        estimate = route.estimate(
+            prompt=prompt,
             width=width,
             height=height,
             quality=quality,
-            n=n,
-            partial_images=partial_images,
-            prompt=prompt,
-            sheet=sheet if route.pricing_mode == Route.PricingMode.TOKENS else None,
-        )
-        estimated_cost = estimate.cost
-        if route.pricing_mode == Route.PricingMode.PER_CALL and route.price_per_call is not None:
-            estimated_cost = route.price_per_call * n
-        request = cls.objects.create(
-            created_by=created_by,
-            route=route,
-            prompt=prompt,
-            prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-            width=width,
-            height=height,
-            quality=quality,
-            output_format=output_format,
-            output_compression=output_compression,
-            background=background,
             n=n,
             partial_images=partial_images,
             requested_model=requested_model,
-            provider_model=route.model_sent_for(requested_model),
-            estimated_output_tokens=estimate.output_tokens,
-            estimated_cost=estimated_cost,
         )
-        transaction.on_commit(request.enqueue)
+        with transaction.atomic():
+            if not route.is_sandbox:
+                Budget.enforce(created_by, estimate.cost)
+            request = cls.objects.create(
+                created_by=created_by,
+                route=route,
+                prompt=prompt,
+                prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+                frame_version=frame_version,
+                slot_values=slot_values or {},
+                expected_text_labels=expected_text_labels or [],
+                width=width,
+                height=height,
+                quality=quality,
+                output_format=output_format,
+                output_compression=output_compression,
+                background=background,
+                n=n,
+                partial_images=partial_images,
+                requested_model=requested_model,
+                provider_model=route.model_sent_for(requested_model),
+                estimated_output_tokens=estimate.output_tokens,
+                estimated_cost=estimate.cost,
+            )
+            transaction.on_commit(request.enqueue)
         return request
+
+    def resubmit(self, created_by) -> GenerationRequest:
+        """Run the same prompt and settings again as a new request."""
+        return GenerationRequest.submit(
+            created_by=created_by,
+            route=self.route,
+            prompt=self.prompt,
+            requested_model=self.requested_model,
+            frame_version=self.frame_version,
+            slot_values=self.slot_values,
+            expected_text_labels=self.expected_text_labels,
+            **self.image_settings(),
+        )
+
+    def image_settings(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "quality": self.quality,
+            "output_format": self.output_format,
+            "output_compression": self.output_compression,
+            "background": self.background,
+            "n": self.n,
+            "partial_images": self.partial_images,
+        }
 
     def enqueue(self) -> None:
         from studio.tasks import run_generation

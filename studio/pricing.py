@@ -85,24 +85,64 @@ def cost_of_usage(usage: Usage, sheet) -> Decimal:
 
 @dataclass(frozen=True)
 class Estimate:
-    output_tokens: int
+    """A cost estimate before submission, with the parts the composer shows."""
+
+    n: int
+    tokens_per_image: int
+    partial_tokens: int  # every partial preview of every image
     input_text_tokens: int
-    cost: Decimal | None  # None: no price known for the route, shown as unpriced
+    cost_per_image: Decimal | None  # one final image's output tokens, as the calculator shows
+    cost: Decimal | None  # the whole request; None when no price is known (unpriced)
     quality_upper_bound: bool
+    price_per_call: Decimal | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        return self.n * self.tokens_per_image + self.partial_tokens
+
+    @property
+    def is_per_call(self) -> bool:
+        return self.price_per_call is not None
 
 
 def estimate_request(
-    *, width: int, height: int, quality: str, n: int, partial_images: int, prompt: str, sheet
+    *,
+    width: int,
+    height: int,
+    quality: str,
+    n: int,
+    partial_images: int,
+    prompt: str,
+    sheet=None,
+    price_per_call: Decimal | None = None,
 ) -> Estimate:
-    """Estimate one request before submission: n images, their partial previews and the prompt."""
-    output_tokens = n * (
-        estimate_output_tokens(width, height, quality)
-        + partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
-    )
+    """Estimate one request: n images, their partial previews and the prompt text.
+
+    A per-call route costs its flat price per image and nothing else: its contract is not
+    OpenAI's token price sheet, so the two are never mixed.
+    """
+    tokens_per_image = estimate_output_tokens(width, height, quality)
+    partial_tokens = n * partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
     text_tokens = estimate_text_tokens(prompt)
-    cost = None
-    if sheet is not None:
+    cost_per_image = cost = None
+    if price_per_call is not None:
+        cost_per_image, cost = price_per_call, price_per_call * n
+    elif sheet is not None:
+        cost_per_image = cost_of_usage(Usage(output_image_tokens=tokens_per_image), sheet)
         cost = cost_of_usage(
-            Usage(input_text_tokens=text_tokens, output_image_tokens=output_tokens), sheet
+            Usage(
+                input_text_tokens=text_tokens,
+                output_image_tokens=n * tokens_per_image + partial_tokens,
+            ),
+            sheet,
         )
-    return Estimate(output_tokens, text_tokens, cost, quality == "auto")
+    return Estimate(
+        n=n,
+        tokens_per_image=tokens_per_image,
+        partial_tokens=partial_tokens,
+        input_text_tokens=text_tokens,
+        cost_per_image=cost_per_image,
+        cost=cost,
+        quality_upper_bound=quality == "auto",
+        price_per_call=price_per_call,
+    )

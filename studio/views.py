@@ -3,18 +3,19 @@ from __future__ import annotations
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from studio.forms import GenerationForm
-from studio.models import GenerationRequest, OutputImage
+from studio.forms import ComposerForm, initial_for_frame, initial_from_request
+from studio.models import Budget, BudgetExceeded, GenerationRequest, OutputImage, PromptFrame
 
 DESIGNER_ROLES = ("designer", "admin")
 
@@ -41,7 +42,9 @@ def role_required(*roles: str):
 
 def _get_request_for_user(user, request_id) -> GenerationRequest:
     return get_object_or_404(
-        GenerationRequest.objects.visible_to(user).select_related("route", "created_by"),
+        GenerationRequest.objects.visible_to(user).select_related(
+            "route", "created_by", "frame_version"
+        ),
         pk=request_id,
     )
 
@@ -58,26 +61,67 @@ def home(request):
     return redirect("studio:request-list")
 
 
+def _composer_context(request, form: ComposerForm) -> dict:
+    preview = form.preview()
+    if preview.route is not None and not preview.route.is_sandbox:
+        preview.budgets = [(b, b.remaining()) for b in Budget.applying_to(request.user)]
+    return {"form": form, "preview": preview}
+
+
+def _composer_initial(request) -> dict:
+    source = request.GET.get("from")
+    if source:
+        try:
+            return initial_from_request(_get_request_for_user(request.user, source))
+        except ValidationError:
+            raise Http404("No such request.") from None
+    # A frame by key (links) or by id (the frame picker).
+    raw, frames = request.GET.get("frame") or "", PromptFrame.objects.active()
+    frame = frames.filter(key=raw).first() or (
+        frames.filter(pk=int(raw)).first() if raw.isdigit() else None
+    )
+    return initial_for_frame(frame) if frame else {}
+
+
 @role_required(*DESIGNER_ROLES)
 @require_http_methods(["GET", "POST"])
 def request_new(request):
-    form = GenerationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        generation = GenerationRequest.submit(
-            created_by=request.user,
-            route=data["route"],
-            prompt=data["prompt"],
-            width=data["width"],
-            height=data["height"],
-            quality=data["quality"],
-            output_format=data["output_format"],
-            output_compression=data["output_compression"],
-            background=data["background"],
-            n=data["n"],
-        )
-        return redirect(generation)
-    return render(request, "studio/request_new.html", {"form": form})
+    """The composer: frame and slots or a free prompt, settings, route, live estimate."""
+    if request.method == "POST":
+        form = ComposerForm(request.POST)
+        if request.POST.get("action") != "preview" and form.is_valid():
+            try:
+                generation = form.submit(request.user)
+            except BudgetExceeded as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                return redirect(generation)
+    else:
+        form = ComposerForm(initial=_composer_initial(request))
+    template = "studio/request_new.html"
+    if request.htmx and request.method == "GET":
+        template += "#composer"
+    return render(request, template, _composer_context(request, form))
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
+def composer_preview(request):
+    """The live preview partial: renders what would be sent, creates nothing."""
+    form = ComposerForm(request.POST)
+    return render(request, "studio/request_new.html#preview", _composer_context(request, form))
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
+def request_run_again(request, request_id):
+    original = _get_request_for_user(request.user, request_id)
+    try:
+        generation = original.resubmit(request.user)
+    except BudgetExceeded as refusal:
+        messages.error(request, str(refusal))
+        return redirect(original)
+    return redirect(generation)
 
 
 @login_required
@@ -99,6 +143,7 @@ def request_detail(request, request_id):
     generation = _get_request_for_user(request.user, request_id)
     context = {
         "generation": generation,
+        "can_compose": has_role(request.user, *DESIGNER_ROLES),
         "attempts": generation.attempts.select_related("route"),
         "outputs": generation.outputs.filter(kind=OutputImage.Kind.FINAL),
     }

@@ -158,3 +158,17 @@ def wait_for_terminal(generation, timeout: float = 60.0):
             return generation
         time.sleep(0.2)
     raise AssertionError(f"request {generation.id} still {generation.status} after {timeout}s")
+
+
+@pytest.fixture
+def seed_frames(db):
+    """The seed frames. Migrations create them, but transactional tests flush every table."""
+    import importlib
+
+    from studio.models import PromptFrame
+
+    seed = importlib.import_module("studio.migrations.0003_seed_prompt_frames")
+    for spec in seed.FRAMES:
+        if not PromptFrame.objects.filter(key=spec["key"]).exists():
+            PromptFrame.objects.create(**spec)
+    return {frame.key: frame for frame in PromptFrame.objects.all()}

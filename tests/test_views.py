@@ -97,7 +97,7 @@ class TestRequestNew:
             ({"size": "custom", "width": "512", "height": "512"}, "width", "at least 655,360"),
             ({"output_compression": "80"}, "output_compression", "only to JPEG and WebP"),
             ({"background": "transparent"}, "background", "does not support a transparent"),
-            ({"prompt": ""}, "prompt", "This field is required"),
+            ({"prompt": ""}, "prompt", "Write a prompt, or choose a frame"),
             ({"n": "11"}, "n", "less than or equal to 10"),
         ],
     )
