@@ -2,6 +2,7 @@
 # One image for the web process (default command) and the Celery worker:
 #   docker run IMAGE                      -> gunicorn on :8000
 #   docker run IMAGE worker               -> celery worker, thread pool
+#   docker run IMAGE beat                 -> the periodic sweep (run exactly one)
 # Configure it with the variables in README.md (DATABASE_URL, CELERY_BROKER_URL, S3 ...).
 
 FROM python:3.11-slim-bookworm AS build
@@ -34,7 +35,11 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/studio-healthcheck"]
 COPY --chmod=755 <<'SH' /usr/local/bin/studio-healthcheck
 #!/bin/sh
-# The web answers /healthz (it touches the database); a worker answers a broker ping.
+# The web answers /healthz (it touches the database); a worker answers a broker ping;
+# beat is healthy while its process (PID 1) lives.
+if [ -f /tmp/studio-beat ]; then
+  exec kill -0 1
+fi
 if [ -f /tmp/studio-worker ]; then
   exec celery -A config inspect ping --destination "celery@$(hostname)" --timeout 5
 fi
@@ -45,6 +50,7 @@ COPY --chmod=755 <<'SH' /usr/local/bin/studio-entrypoint
 set -e
 case "$1" in
   worker) shift; touch /tmp/studio-worker; exec celery -A config worker --pool threads --concurrency "${WORKER_CONCURRENCY:-100}" --loglevel INFO "$@" ;;
+  beat) shift; touch /tmp/studio-beat; exec celery -A config beat --loglevel INFO --schedule /app/var/celerybeat-schedule "$@" ;;
   migrate) exec python manage.py migrate --noinput ;;
   web|"") exec gunicorn config.wsgi --bind 0.0.0.0:8000 --workers "${WEB_CONCURRENCY:-3}" --timeout 60 --limit-request-line 8190 --access-logfile - ;;
   *) exec "$@" ;;

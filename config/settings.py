@@ -196,8 +196,22 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "studio")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# One task makes one provider call (route timeout, default 150 s) and stores its images.
+# Soft and hard limits sit above any route timeout; the broker's visibility timeout above both.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
+# Ack after the task ran, and give a task back when its worker dies, so no id is lost;
+# the row claim makes a second delivery harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE = {
+    "sweep-requests": {
+        "task": "studio.tasks.sweep_requests",
+        "schedule": float(env_int("SWEEP_INTERVAL_SECONDS", 30)),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Tests and one-off scripts may run tasks in-process.
@@ -207,6 +221,16 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 SANDBOX_BASE_URL = env_str("SANDBOX_BASE_URL", "http://127.0.0.1:8000/sandbox/v1")
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", True)
 SANDBOX_MAX_LATENCY_SECONDS = env_int("SANDBOX_MAX_LATENCY_SECONDS", 300)
+
+# Retries: exponential backoff with full jitter between these bounds, per attempt.
+RETRY_BASE_SECONDS = env_decimal("RETRY_BASE_SECONDS", "2")
+RETRY_MAX_SECONDS = env_decimal("RETRY_MAX_SECONDS", "60")
+MAX_ATTEMPTS_PER_REQUEST = env_int("MAX_ATTEMPTS_PER_REQUEST", 6)
+# A running row is its worker's for the route timeout plus this; then the sweep settles it.
+LEASE_GRACE_SECONDS = env_int("LEASE_GRACE_SECONDS", 120)
+# A queued row nobody picked up this long after it was due is sent to the broker again.
+QUEUED_STALE_SECONDS = env_int("QUEUED_STALE_SECONDS", 60)
+STORAGE_RETRIES = env_int("STORAGE_RETRIES", 3)
 
 # Output-token allowance added to estimates for each partial preview image.
 PARTIAL_IMAGE_OUTPUT_TOKENS = env_int("PARTIAL_IMAGE_OUTPUT_TOKENS", 100)

@@ -1,24 +1,27 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import models, transaction
-from django.db.models import Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Q, Sum, Value
+from django.db.models.functions import Coalesce, Concat
 from django.urls import reverse
 from django.utils import timezone
 
 from studio import imagerules, pricing
 
 DEFAULT_MODEL = "gpt-image-2"
+log = logging.getLogger(__name__)
 
 
 class Route(models.Model):
@@ -58,6 +61,9 @@ class Route(models.Model):
         "USD per call", max_digits=10, decimal_places=4, null=True, blank=True
     )
     timeout_seconds = models.PositiveIntegerField(default=150)
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3, help_text="Calls one request may make on this route, retries included."
+    )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -77,6 +83,18 @@ class Route(models.Model):
     @property
     def is_sandbox(self) -> bool:
         return self.owner == "sandbox"
+
+    def clean(self) -> None:
+        longest = settings.CELERY_TASK_SOFT_TIME_LIMIT - settings.LEASE_GRACE_SECONDS
+        if self.timeout_seconds > longest:
+            raise ValidationError(
+                {
+                    "timeout_seconds": f"At most {longest} s: a call must end well inside the "
+                    f"worker's {settings.CELERY_TASK_SOFT_TIME_LIMIT} s task limit."
+                }
+            )
+        if self.pricing_mode == self.PricingMode.PER_CALL and self.price_per_call is None:
+            raise ValidationError({"price_per_call": "A per-call route needs its price per call."})
 
     def endpoint(self) -> str:
         if self.base_url:
@@ -103,6 +121,16 @@ class Route(models.Model):
                 f"{self.api_key_env or '(none named)'} for the web and worker processes."
             )
         return None
+
+    def can_serve(self, request: GenerationRequest) -> bool:
+        """Whether this route has every capability the request needs."""
+        needs = {
+            "supports_edits": request.operation == GenerationRequest.Operation.EDIT,
+            "supports_assistant": request.operation == GenerationRequest.Operation.ASSISTANT,
+            "supports_streaming": request.partial_images > 0,
+            "supports_transparent": request.background == "transparent",
+        }
+        return all(getattr(self, capability) for capability, needed in needs.items() if needed)
 
     def model_sent_for(self, requested: str) -> str:
         return self.model_map.get(requested, requested)
@@ -594,6 +622,14 @@ class GenerationRequest(models.Model):
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Where and when the next attempt goes, set when a retry is scheduled.
+    next_route = models.ForeignKey(
+        Route, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    next_route_because = models.CharField(max_length=200, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    # A running row belongs to its worker until then; past it, the sweep resolves it.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = GenerationRequestQuerySet.as_manager()
 
@@ -706,29 +742,47 @@ class GenerationRequest(models.Model):
             "partial_images": self.partial_images,
         }
 
-    def enqueue(self) -> None:
+    def enqueue(self, countdown: float = 0) -> None:
+        """Send the id to the workers. If the broker is down the row stays queued and the
+        sweep sends it again later: the row, not the broker, is the record."""
         from studio.tasks import run_generation
 
-        run_generation.delay(str(self.id))
+        try:
+            run_generation.apply_async(args=[str(self.id)], countdown=countdown or None)
+        except Exception:
+            log.exception("request %s: could not reach the broker; the sweep will retry", self.id)
 
     def claim(self) -> bool:
         """Move queued -> running; False when another delivery already took the row."""
-        claimed = GenerationRequest.objects.filter(pk=self.pk, status=Status.QUEUED).update(
-            status=Status.RUNNING, started_at=timezone.now()
+        now = timezone.now()
+        route = self.next_route or self.route
+        lease = now + timedelta(seconds=route.timeout_seconds + settings.LEASE_GRACE_SECONDS)
+        # A delivery that arrives before a scheduled retry is due (a duplicate sent by the
+        # sweep, say) does nothing; the scheduled one follows. One second allows for clocks.
+        due = Q(retry_at__isnull=True) | Q(retry_at__lte=now + timedelta(seconds=1))
+        claimed = GenerationRequest.objects.filter(due, pk=self.pk, status=Status.QUEUED).update(
+            status=Status.RUNNING,
+            started_at=Coalesce("started_at", Value(now)),
+            lease_expires_at=lease,
+            retry_at=None,
         )
-        if claimed:
-            self.refresh_from_db(fields=["status", "started_at"])
+        self.refresh_from_db()
         return bool(claimed)
 
-    def _finish(self, status: str, reason: str = "", message: str = "") -> None:
-        self.status = status
-        self.failure_reason = reason
-        self.failure_message = message
-        self.finished_at = timezone.now()
-        self.cost = self.total_attempt_cost()
-        self.save(
-            update_fields=["status", "failure_reason", "failure_message", "finished_at", "cost"]
+    def _finish(self, status: str, reason: str = "", message: str = "") -> bool:
+        """End a running request; False (and nothing written) if it is no longer running."""
+        ended = GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).update(
+            status=status,
+            failure_reason=reason,
+            failure_message=message,
+            finished_at=timezone.now(),
+            cost=self.total_attempt_cost(),
+            lease_expires_at=None,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
         )
+        self.refresh_from_db()
+        return bool(ended)
 
     def total_attempt_cost(self) -> Decimal | None:
         """What every attempt cost together; None (unpriced) if any attempt's price is unknown."""
@@ -737,17 +791,120 @@ class GenerationRequest(models.Model):
             return None
         return sum(costs, Decimal(0))
 
-    def succeed(self, attempt: Attempt) -> None:
+    def succeed(self, attempt: Attempt) -> bool:
         self.input_tokens = attempt.input_text_tokens + attempt.input_image_tokens
         self.output_tokens = attempt.output_image_tokens + attempt.output_text_tokens
-        self.save(update_fields=["input_tokens", "output_tokens"])
-        self._finish(Status.SUCCEEDED)
+        return self._finish(Status.SUCCEEDED)
 
-    def fail(self, reason: str, message: str) -> None:
-        self._finish(Status.FAILED, reason, message)
+    def fail(self, reason: str, message: str) -> bool:
+        return self._finish(Status.FAILED, reason, message)
 
-    def refuse(self, message: str) -> None:
-        self._finish(Status.REFUSED, "policy", message)
+    def refuse(self, message: str) -> bool:
+        return self._finish(Status.REFUSED, "policy", message)
+
+    def is_still_running(self) -> bool:
+        return GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).exists()
+
+    def schedule_retry(self, route: Route, delay: float, because: str) -> bool:
+        """Hand the row back to the queue for another attempt, on this or another route."""
+        queued = GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).update(
+            status=Status.QUEUED,
+            next_route=route,
+            next_route_because=because,
+            retry_at=timezone.now() + timedelta(seconds=delay),
+            lease_expires_at=None,
+        )
+        if queued:
+            transaction.on_commit(lambda: self.enqueue(countdown=delay))
+        self.refresh_from_db()
+        return bool(queued)
+
+    def cancel(self, by) -> bool:
+        """Stop a queued or running request. A call in flight still finishes and is billed;
+        its result is discarded and its cost recorded."""
+        cancelled = GenerationRequest.objects.filter(
+            pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]
+        ).update(
+            status=Status.CANCELLED,
+            failure_reason="cancelled",
+            failure_message=f"Cancelled by {by.get_username()}.",
+            finished_at=timezone.now(),
+            retry_at=None,
+            lease_expires_at=None,
+        )
+        self.refresh_from_db()
+        return bool(cancelled)
+
+    def resolve_stuck(self) -> str:
+        """Settle a running row whose worker vanished (crash, kill, lost connection).
+
+        A call that was in flight may have been generated and billed by the provider: it is
+        marked unknown and the request ends, so nothing is paid twice behind anyone's back.
+        A row that never reached the provider goes back to the queue.
+        """
+        with transaction.atomic():
+            row = (
+                GenerationRequest.objects.select_for_update()
+                .filter(pk=self.pk, status=Status.RUNNING, lease_expires_at__lt=timezone.now())
+                .first()
+            )
+            if row is None:
+                return "not stuck"
+            in_flight = list(row.attempts.filter(outcome=Attempt.Outcome.CALLING))
+            for attempt in in_flight:
+                attempt.mark_unknown()
+            if in_flight:
+                row.fail(
+                    "unknown_outcome",
+                    "The worker stopped while the provider was generating this request; the "
+                    "provider may have produced and billed it. It was not retried, so nothing "
+                    "is paid twice. Run it again if you still need it.",
+                )
+                self.refresh_from_db()
+                return "failed"
+            GenerationRequest.objects.filter(pk=row.pk).update(
+                status=Status.QUEUED, lease_expires_at=None
+            )
+            transaction.on_commit(row.enqueue)
+        self.refresh_from_db()
+        return "requeued"
+
+    def route_for_next_attempt(self) -> tuple[Route, str]:
+        if self.next_route_id:
+            return self.next_route, self.next_route_because
+        return self.route, ""
+
+    def record_discarded_call(self) -> None:
+        """A call that finished after the request was cancelled: keep its cost on the row."""
+        GenerationRequest.objects.filter(pk=self.pk, status=Status.CANCELLED).update(
+            cost=self.total_attempt_cost(),
+            failure_message=Concat(
+                "failure_message",
+                Value(
+                    " The call already in flight finished and was billed; its result was discarded."
+                ),
+            ),
+        )
+        self.refresh_from_db()
+
+    @property
+    def elapsed_seconds(self) -> int:
+        end = self.finished_at or timezone.now()
+        return max(0, int((end - self.created_at).total_seconds()))
+
+    @property
+    def retry_in_seconds(self) -> int | None:
+        if self.retry_at is None:
+            return None
+        return max(0, int((self.retry_at - timezone.now()).total_seconds()))
+
+    @property
+    def attempt_count(self) -> int:
+        return self.attempts.count()
+
+    @property
+    def last_failed_attempt(self) -> Attempt | None:
+        return self.attempts.filter(outcome=Attempt.Outcome.FAILED).order_by("-number").first()
 
     def request_shape(self) -> dict:
         """What the seeds call request_shape: enough to reproduce cost and latency spikes."""
@@ -771,6 +928,7 @@ class Attempt(models.Model):
         CALLING = "calling", "Calling"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        UNKNOWN = "unknown", "Unknown outcome (possibly billed)"
 
     class RetryReason(models.TextChoices):
         TIMEOUT = "timeout"
@@ -795,6 +953,9 @@ class Attempt(models.Model):
     number = models.PositiveSmallIntegerField()
     route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="attempts")
     route_owner = models.CharField(max_length=100)
+    routed_because = models.CharField(
+        max_length=200, blank=True, help_text="Why this attempt went to this route (fallback)."
+    )
     model_requested = models.CharField(max_length=100)
     model_sent = models.CharField(max_length=100)
     request_shape = models.JSONField(default=dict)
@@ -829,13 +990,14 @@ class Attempt(models.Model):
         return f"{self.request_id} #{self.number}"
 
     @classmethod
-    def begin(cls, request: GenerationRequest, route: Route) -> Attempt:
+    def begin(cls, request: GenerationRequest, route: Route, routed_because: str = "") -> Attempt:
         number = request.attempts.count() + 1
         return cls.objects.create(
             request=request,
             number=number,
             route=route,
             route_owner=route.owner,
+            routed_because=routed_because,
             model_requested=request.requested_model,
             model_sent=route.model_sent_for(request.requested_model),
             request_shape=request.request_shape(),
@@ -901,6 +1063,25 @@ class Attempt(models.Model):
             # Whether a flat-price provider bills failed calls is its contract's business.
             self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
         self.save()
+
+    def mark_unknown(self) -> None:
+        self.outcome = self.Outcome.UNKNOWN
+        self.retry_reason = self.RetryReason.UNKNOWN
+        self.error_message = (
+            "The worker stopped during this call; the provider may have generated and billed it."
+        )
+        self.finished_at = timezone.now()
+        self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
+        self.save(
+            update_fields=[
+                "outcome",
+                "retry_reason",
+                "error_message",
+                "finished_at",
+                "cost",
+                "cost_basis",
+            ]
+        )
 
     def price(self, usage: pricing.Usage | None) -> None:
         """Cost from the route's per-call price or from usage under the sheet in force."""

@@ -1,20 +1,44 @@
-"""Celery tasks: take an id, claim the row, call imagegen, record what happened on the row."""
+"""Celery tasks: take an id, claim the row, call imagegen, record what happened on the row.
+
+The tasks own the retry policy. Each call is one Attempt; a retry is the row handed back to
+the queue with a countdown, so a crash between attempts loses nothing and every delivery
+starts with the same conditional claim.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
+from dataclasses import dataclass
+from datetime import timedelta
 
 from celery import shared_task
-from django.db import transaction
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from studio import imagegen
-from studio.models import Attempt, GenerationRequest, store_output
+from studio.models import Attempt, GenerationRequest, Route, Status, store_output
 
 log = logging.getLogger(__name__)
 
+RETRYABLE = {"timeout", "rate_limit", "provider_5xx", "connection", "invalid_output"}
+# Reasons retried fewer times than the route allows: a provider that sent a broken image
+# once gets one more chance, not a loop of paid calls.
+RETRY_LIMIT_BY_REASON = {"invalid_output": 1}
+FALLBACK_REASONS = {"timeout", "rate_limit", "provider_5xx", "connection"}
 
-@shared_task(ignore_result=True)
+
+@dataclass(frozen=True)
+class RetryPlan:
+    route: Route
+    delay: float
+    because: str
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_generation(request_id: str) -> None:
     request = GenerationRequest.objects.select_related("route").filter(pk=request_id).first()
     if request is None:
@@ -26,36 +50,46 @@ def run_generation(request_id: str) -> None:
         )
         return
 
-    route = request.route
+    route, routed_because = request.route_for_next_attempt()
     problem = route.configuration_problem()
     if problem:
         request.fail("route_unavailable", problem)
         log.warning("request %s failed before any call: %s", request_id, problem)
         return
 
-    attempt = Attempt.begin(request, route)
+    attempt = Attempt.begin(request, route, routed_because)
     started = time.monotonic()
     try:
         result = imagegen.generate(route, request)
     except imagegen.ImageGenError as error:
-        _record_failed_call(request, attempt, error, started)
+        _after_failed_call(request, attempt, error, started)
         return
     except Exception as error:
         # Whatever went wrong, the row must not stay "running" with an open attempt.
         log.exception("request %s: unexpected error during the call", request_id)
         unexpected = imagegen.ImageGenError("unknown", f"Unexpected error: {error!r}")
-        _record_failed_call(request, attempt, unexpected, started)
+        _after_failed_call(request, attempt, unexpected, started)
         return
 
-    attempt.record_success(
-        usage=result.usage,
-        provider_request_id=result.provider_request_id,
-        http_status=result.http_status,
-        started=started,
-        ended=time.monotonic(),
+    ended = time.monotonic()
+    # The call is paid for: a dropped database connection must not lose its record.
+    _with_fresh_connection_on_failure(
+        lambda: attempt.record_success(
+            usage=result.usage,
+            provider_request_id=result.provider_request_id,
+            http_status=result.http_status,
+            started=started,
+            ended=ended,
+        )
     )
+    if not request.is_still_running():
+        request.record_discarded_call()
+        log.info(
+            "request %s was cancelled during the call; result discarded, cost kept", request_id
+        )
+        return
     try:
-        stored = [store_output(request, attempt, i, image) for i, image in enumerate(result.images)]
+        stored = _store_with_retries(request, attempt, result.images)
     except Exception as error:
         log.exception("request %s: the call succeeded but storing its images failed", request_id)
         request.fail(
@@ -63,7 +97,9 @@ def run_generation(request_id: str) -> None:
             f"The images were generated (and billed) but could not be stored: {error}",
         )
         return
-    request.succeed(attempt)
+    if not request.succeed(attempt):
+        log.info("request %s ended elsewhere while storing; its outputs stay on record", request_id)
+        return
     log.info(
         "request %s succeeded: route_owner=%s model=%s->%s provider_request_id=%s "
         "output_tokens=%s cost=%s latency_ms=%s stored=%s",
@@ -79,8 +115,56 @@ def run_generation(request_id: str) -> None:
     )
 
 
-def _record_failed_call(
+def _with_fresh_connection_on_failure(write):
+    """Run a database write; if the connection was lost (a restarted or killed backend),
+    reconnect and run it once more. Writes here are idempotent saves of one row."""
+    try:
+        return write()
+    except (OperationalError, InterfaceError):
+        log.warning("database connection lost; reconnecting and writing again", exc_info=True)
+        connection.close()
+        return write()
+
+
+def _store_with_retries(request: GenerationRequest, attempt: Attempt, images) -> list:
+    """Store what was paid for; on a storage error try storage again, never the provider."""
+    tries = max(1, settings.STORAGE_RETRIES)
+    stored = []
+    for index, image in enumerate(images):
+        for number in range(1, tries + 1):
+            try:
+                stored.append(store_output(request, attempt, index, image))
+                break
+            except Exception:
+                if number == tries:
+                    raise
+                log.warning(
+                    "request %s: storing image %s failed (try %s of %s); trying storage again",
+                    request.id,
+                    index,
+                    number,
+                    tries,
+                    exc_info=True,
+                )
+                time.sleep(min(2 ** (number - 1), 10))
+    return stored
+
+
+def _after_failed_call(
     request: GenerationRequest, attempt: Attempt, error: imagegen.ImageGenError, started: float
+) -> None:
+    ended = time.monotonic()
+    _with_fresh_connection_on_failure(
+        lambda: _settle_failure(request, attempt, error, started, ended)
+    )
+
+
+def _settle_failure(
+    request: GenerationRequest,
+    attempt: Attempt,
+    error: imagegen.ImageGenError,
+    started: float,
+    ended: float,
 ) -> None:
     with transaction.atomic():
         attempt.record_failure(
@@ -90,18 +174,99 @@ def _record_failed_call(
             message=error.message,
             provider_request_id=error.provider_request_id,
             started=started,
-            ended=time.monotonic(),
+            ended=ended,
             billed_usage=error.billed_usage,
         )
         if error.is_policy:
             request.refuse(error.message)
+            outcome = "refused"
+        elif (plan := plan_retry(request, attempt, error)) is not None:
+            request.schedule_retry(plan.route, plan.delay, plan.because)
+            outcome = f"retry on {plan.route.name} in {plan.delay:.1f}s ({plan.because})"
         else:
-            request.fail(error.reason, error.message)
+            attempts = request.attempts.count()
+            tried = f" after {attempts} attempts" if attempts > 1 else ""
+            request.fail(error.reason, f"{error.message}{tried}")
+            outcome = "failed"
     log.info(
-        "request %s attempt %s failed: reason=%s status=%s provider_request_id=%s",
+        "request %s attempt %s on %s failed: reason=%s status=%s provider_request_id=%s -> %s",
         request.id,
         attempt.number,
+        attempt.route_owner,
         error.reason,
         error.http_status,
         error.provider_request_id,
+        outcome,
     )
+
+
+def plan_retry(
+    request: GenerationRequest, attempt: Attempt, error: imagegen.ImageGenError
+) -> RetryPlan | None:
+    """The next attempt for a failed call, or None when the request should end.
+
+    Policy, validation and size errors never retry. Timeouts, rate limits, 5xx and
+    connection errors retry with exponential backoff and jitter (at least Retry-After),
+    moving to the route's fallback when it has one that can serve the request.
+    """
+    if error.reason not in RETRYABLE:
+        return None
+    attempts = list(request.attempts.all())
+    if len(attempts) >= settings.MAX_ATTEMPTS_PER_REQUEST:
+        return None
+    same_reason = sum(1 for a in attempts if a.retry_reason == error.reason)
+    if same_reason > RETRY_LIMIT_BY_REASON.get(error.reason, settings.MAX_ATTEMPTS_PER_REQUEST):
+        return None
+
+    def attempts_left(route: Route) -> bool:
+        return sum(1 for a in attempts if a.route_id == route.pk) < route.max_attempts
+
+    route = attempt.route
+    fallback = route.fallback
+    candidates = []
+    if (
+        error.reason in FALLBACK_REASONS
+        and fallback is not None
+        and fallback.pk != route.pk
+        and fallback.configuration_problem() is None
+        and fallback.can_serve(request)
+    ):
+        candidates.append((fallback, f"fallback from {route.name} after {error.reason}"))
+    candidates.append((route, f"retry after {error.reason}"))
+    for candidate, because in candidates:
+        if attempts_left(candidate):
+            return RetryPlan(candidate, backoff_seconds(len(attempts), error.retry_after), because)
+    return None
+
+
+def backoff_seconds(failed_attempts: int, retry_after: float | None = None) -> float:
+    """Full-jitter exponential backoff, never sooner than the provider's Retry-After."""
+    base = float(settings.RETRY_BASE_SECONDS)
+    ceiling = min(float(settings.RETRY_MAX_SECONDS), base * 2 ** max(0, failed_attempts - 1))
+    delay = random.uniform(base / 2, max(base / 2, ceiling))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, float(settings.RETRY_MAX_SECONDS)))
+    return delay
+
+
+@shared_task(ignore_result=True)
+def sweep_requests() -> dict:
+    """Send forgotten queued rows to the broker again and settle running rows whose worker is
+    gone. Runs periodically (celery beat); safe to run anywhere, any number of times."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.QUEUED_STALE_SECONDS)
+    forgotten = GenerationRequest.objects.filter(status=Status.QUEUED).filter(
+        Q(retry_at__isnull=True, created_at__lt=stale) | Q(retry_at__lt=stale)
+    )
+    requeued = 0
+    for request in forgotten.only("id"):
+        request.enqueue()
+        requeued += 1
+    settled = {"failed": 0, "requeued": 0, "not stuck": 0}
+    stuck = GenerationRequest.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
+    for request in stuck:
+        settled[request.resolve_stuck()] += 1
+    summary = {"sent_again": requeued, **{f"stuck_{k}": v for k, v in settled.items()}}
+    if requeued or settled["failed"] or settled["requeued"]:
+        log.warning("sweep: %s", summary)
+    return summary

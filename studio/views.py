@@ -10,6 +10,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -114,6 +115,19 @@ def composer_preview(request):
 
 @role_required(*DESIGNER_ROLES)
 @require_POST
+def request_cancel(request, request_id):
+    generation = _get_request_for_user(request.user, request_id)
+    if generation.created_by_id != request.user.pk and not has_role(request.user, "admin"):
+        raise PermissionDenied
+    if not generation.cancel(request.user):
+        messages.info(
+            request, f"The request had already ended ({generation.get_status_display()})."
+        )
+    return redirect(generation)
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
 def request_run_again(request, request_id):
     original = _get_request_for_user(request.user, request_id)
     try:
@@ -144,6 +158,9 @@ def request_detail(request, request_id):
     context = {
         "generation": generation,
         "can_compose": has_role(request.user, *DESIGNER_ROLES),
+        "can_cancel": generation.created_by_id == request.user.pk
+        or has_role(request.user, "admin"),
+        "now": timezone.now(),
         "attempts": generation.attempts.select_related("route"),
         "outputs": generation.outputs.filter(kind=OutputImage.Kind.FINAL),
     }

@@ -132,7 +132,7 @@ def provider_route(db) -> Route:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, tmp_path_factory):
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real Celery worker process (thread pool) on the configured broker and test database."""
     from config.celery import app
     from tests.worker import start_worker
@@ -142,9 +142,25 @@ def celery_worker(django_db_setup, tmp_path_factory):
     worker = start_worker(tmp_path_factory.mktemp("worker-media"))
     yield worker
     worker.stop()
+    _close_other_sessions(django_db_blocker)
     artifacts = django_settings.BASE_DIR / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "celery-worker.log").write_text(worker.log())
+
+
+def _close_other_sessions(django_db_blocker) -> None:
+    """Workers (and a killed one) may leave sessions on the test database; end them so
+    the database can be dropped at the end of the run."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 def wait_for_terminal(generation, timeout: float = 60.0):

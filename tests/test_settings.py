@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 from config.settings import env_bool, env_decimal, env_int, env_list, env_str
 
@@ -80,9 +80,35 @@ class TestEnvHelpers:
         assert env_bool("STUDIO_TEST_VALUE", not value) is value
 
 
-def test_celery_time_limits_sit_above_the_default_route_timeout():
+def test_time_limits_nest_route_timeout_then_task_limits_then_visibility_timeout():
     from studio.models import Route
 
     default_timeout = Route._meta.get_field("timeout_seconds").default
-    assert settings.CELERY_TASK_SOFT_TIME_LIMIT > default_timeout
-    assert settings.CELERY_TASK_TIME_LIMIT > settings.CELERY_TASK_SOFT_TIME_LIMIT
+    assert default_timeout + settings.LEASE_GRACE_SECONDS < settings.CELERY_TASK_SOFT_TIME_LIMIT
+    assert settings.CELERY_TASK_SOFT_TIME_LIMIT < settings.CELERY_TASK_TIME_LIMIT
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout")
+    if visibility is None:  # the filesystem broker has none; check what Redis would get
+        result = run_manage(
+            "shell",
+            "-c",
+            "from django.conf import settings as s; "
+            "print(s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'])",
+            CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+        )
+        visibility = int(result.stdout.split()[-1])
+    assert settings.CELERY_TASK_TIME_LIMIT < visibility
+    assert settings.CELERY_TASK_ACKS_LATE and settings.CELERY_TASK_REJECT_ON_WORKER_LOST
+
+
+def test_a_route_timeout_must_end_inside_the_task_limit(db):
+    from studio.models import Route
+
+    route = Route(
+        name="slow",
+        owner="openai",
+        base_url="https://api.example/v1",
+        timeout_seconds=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    )
+    with pytest.raises(ValidationError) as caught:
+        route.full_clean()
+    assert "task limit" in str(caught.value.message_dict["timeout_seconds"])

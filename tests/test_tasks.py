@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from decimal import Decimal
 
 import pytest
@@ -18,8 +19,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _no_broker(monkeypatch):
-    monkeypatch.setattr(GenerationRequest, "enqueue", lambda self: None)
+def _no_broker(monkeypatch, settings):
+    # The tests deliver the task themselves; retries come back at once.
+    monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
+    settings.RETRY_BASE_SECONDS = Decimal("0.001")
+    settings.RETRY_MAX_SECONDS = Decimal("0.002")
+
+
+def run_until_done(generation: GenerationRequest, deliveries: int = 10) -> GenerationRequest:
+    """Deliver the task as the broker would, again after each scheduled retry."""
+    for _ in range(deliveries):
+        run_generation(str(generation.id))
+        generation.refresh_from_db()
+        if generation.is_terminal:
+            return generation
+        time.sleep(0.01)
+    raise AssertionError(f"still {generation.status} after {deliveries} deliveries")
 
 
 def submit_request(user, route, prompt: str, **extra) -> GenerationRequest:
@@ -94,31 +109,43 @@ def test_a_refused_request_ends_refused_after_one_attempt(live_sandbox, designer
     assert generation.cost == 0
 
 
-def test_a_server_error_ends_failed_with_provider_5xx(live_sandbox, designer):
+def test_a_server_error_every_time_ends_failed_with_provider_5xx_after_the_limit(
+    live_sandbox, designer
+):
     generation = submit_request(designer, live_sandbox, "[sandbox:error=500] poster")
-    run_generation(str(generation.id))
-    generation.refresh_from_db()
+    run_until_done(generation)
     assert (generation.status, generation.failure_reason) == (Status.FAILED, "provider_5xx")
-    assert generation.failure_message
-    [attempt] = generation.attempts.all()
-    assert attempt.outcome == Attempt.Outcome.FAILED
-    assert attempt.http_status == 500
-    assert attempt.provider_request_id.startswith("req_")
+    assert generation.failure_message.endswith("after 3 attempts")
+    attempts = list(generation.attempts.all())
+    assert len(attempts) == live_sandbox.max_attempts == 3
+    for attempt in attempts:
+        assert (attempt.outcome, attempt.retry_reason, attempt.http_status) == (
+            Attempt.Outcome.FAILED,
+            "provider_5xx",
+            500,
+        )
+        assert attempt.provider_request_id.startswith("req_")
+    assert [a.routed_because for a in attempts] == [
+        "",
+        "retry after provider_5xx",
+        "retry after provider_5xx",
+    ]
 
 
 def test_bad_base64_ends_failed_invalid_output_with_nothing_stored(
     live_sandbox, designer, settings
 ):
     generation = submit_request(designer, live_sandbox, "[sandbox:bad-b64] poster")
-    run_generation(str(generation.id))
-    generation.refresh_from_db()
+    run_until_done(generation)
     assert (generation.status, generation.failure_reason) == (Status.FAILED, "invalid_output")
     assert not generation.outputs.exists()
     assert not (settings.MEDIA_ROOT / "outputs" / str(generation.id)).exists()
-    [attempt] = generation.attempts.all()
-    # The provider answered 200 and billed for the image even though it was unusable.
-    assert attempt.http_status == 200
-    assert attempt.cost is not None and attempt.cost > 0
+    # Invalid output is retried once, then the request ends; both calls were billed.
+    attempts = list(generation.attempts.all())
+    assert [a.retry_reason for a in attempts] == ["invalid_output", "invalid_output"]
+    for attempt in attempts:
+        assert attempt.http_status == 200
+        assert attempt.cost is not None and attempt.cost > 0
 
 
 def test_a_route_without_its_key_fails_before_any_call(provider_route, designer, monkeypatch):
@@ -150,11 +177,13 @@ def test_a_per_call_route_costs_its_flat_price(live_sandbox, designer):
 def test_a_timeout_fails_and_its_cost_is_unknown(live_sandbox, designer):
     live_sandbox.timeout_seconds = 1
     live_sandbox.save()
-    generation = submit_request(designer, live_sandbox, "[sandbox:latency=3] slow")
-    run_generation(str(generation.id))
-    generation.refresh_from_db()
+    live_sandbox.max_attempts = 2
+    live_sandbox.save()
+    generation = submit_request(designer, live_sandbox, "[sandbox:latency=2] slow")
+    run_until_done(generation)
     assert (generation.status, generation.failure_reason) == (Status.FAILED, "timeout")
-    [attempt] = generation.attempts.all()
+    attempts = list(generation.attempts.all())
+    assert [a.retry_reason for a in attempts] == ["timeout", "timeout"]
     # The provider may have finished and billed after we gave up: unpriced, never 0.
-    assert (attempt.cost, attempt.cost_basis) == (None, Attempt.CostBasis.UNPRICED)
+    assert {(a.cost, a.cost_basis) for a in attempts} == {(None, Attempt.CostBasis.UNPRICED)}
     assert generation.cost is None

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from PIL import Image
 
 from studio.models import GenerationRequest, Status
@@ -85,3 +86,113 @@ def test_a_refusal_through_the_worker_is_shown_as_refused(worker_media, live_san
     wait_for_terminal(generation)
     assert (generation.status, generation.failure_reason) == (Status.REFUSED, "policy")
     assert generation.attempts.count() == 1
+
+
+def test_rate_limited_then_ok_through_the_worker(worker_media, designer, price_sheet, monkeypatch):
+    from studio.models import Route
+    from tests.doubles import ScriptedProvider, error_reply, image_reply
+
+    with ScriptedProvider(error_reply(429, "rate_limit_exceeded", "0"), image_reply()) as double:
+        route = Route.objects.create(
+            name="double",
+            owner="gateway.example",
+            base_url=double.base_url,
+            api_key_env="STUDIO_TEST_GATEWAY_KEY",
+        )
+        generation = GenerationRequest.submit(
+            created_by=designer,
+            route=route,
+            prompt="p",
+            width=1024,
+            height=1024,
+            quality="low",
+            output_format="png",
+        )
+        wait_for_terminal(generation)
+    assert generation.status == Status.SUCCEEDED, generation.failure_message
+    assert [a.retry_reason for a in generation.attempts.all()] == ["rate_limit", ""]
+    assert generation.outputs.count() == 1
+
+
+def test_a_worker_killed_mid_call_leaves_one_terminal_state_and_no_second_bill(
+    django_db_setup, live_sandbox, designer, tmp_path, monkeypatch
+):
+    import signal
+    import uuid
+
+    from studio.models import Attempt
+    from studio.tasks import sweep_requests
+    from tests.worker import start_worker
+
+    queue = f"crash-{uuid.uuid4().hex[:8]}"
+    live_sandbox.timeout_seconds = 3
+    live_sandbox.save()
+    worker = start_worker(tmp_path, queues=queue, env={"LEASE_GRACE_SECONDS": "0"})
+    try:
+        monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
+        generation = GenerationRequest.submit(
+            created_by=designer,
+            route=live_sandbox,
+            prompt="[sandbox:latency=2.5] doomed",
+            width=1024,
+            height=1024,
+            quality="low",
+            output_format="png",
+        )
+        run_generation.apply_async(args=[str(generation.id)], queue=queue)
+        deadline = time.monotonic() + 30
+        while not Attempt.objects.filter(request=generation, outcome="calling").exists():
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.05)
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait(timeout=10)
+    finally:
+        worker.stop()
+
+    generation.refresh_from_db()
+    assert generation.status == Status.RUNNING
+    time.sleep(max(0, (generation.lease_expires_at - timezone.now()).total_seconds()) + 0.2)
+    sweep_requests()
+    generation.refresh_from_db()
+    assert (generation.status, generation.failure_reason) == (Status.FAILED, "unknown_outcome")
+    [attempt] = generation.attempts.all()
+    assert attempt.outcome == Attempt.Outcome.UNKNOWN
+    # The task message was never acknowledged; a redelivery finds the row settled.
+    run_generation(str(generation.id))
+    assert generation.attempts.count() == 1
+    assert not generation.outputs.exists()
+
+
+def test_a_database_connection_killed_mid_task_writes_one_ledger_row(
+    worker_media, live_sandbox, designer
+):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_terminate_backend needs PostgreSQL (CI runs this on PostgreSQL)")
+    from studio.models import Attempt
+
+    generation = GenerationRequest.submit(
+        created_by=designer,
+        route=live_sandbox,
+        prompt="[sandbox:latency=2] slow",
+        width=1024,
+        height=1024,
+        quality="low",
+        output_format="png",
+    )
+    deadline = time.monotonic() + 30
+    while not Attempt.objects.filter(request=generation, outcome="calling").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        killed = cursor.fetchall()
+    assert killed, "no worker connection to kill"
+    wait_for_terminal(generation)
+    assert generation.status == Status.SUCCEEDED, generation.failure_message
+    assert generation.attempts.count() == 1
+    assert generation.outputs.count() == 1

@@ -50,13 +50,23 @@ class WorkerProcess:
 
 
 def start_worker(
-    media_root: Path, concurrency: int = 4, ready_timeout: float = 60
+    media_root: Path,
+    concurrency: int = 4,
+    ready_timeout: float = 60,
+    queues: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
     env = {
         **os.environ,
         "DATABASE_URL": database_url_for_tests(),
         "MEDIA_ROOT": str(media_root),
         "PYTHONUNBUFFERED": "1",
+        # Retries come back quickly in tests; the policy is the same.
+        "RETRY_BASE_SECONDS": "0.05",
+        "RETRY_MAX_SECONDS": "0.2",
+        # The key of the scripted gateway routes the tests create.
+        "STUDIO_TEST_GATEWAY_KEY": "test-key",
+        **(env or {}),
     }
     command = [
         sys.executable,
@@ -74,6 +84,7 @@ def start_worker(
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        *(["--queues", queues] if queues else []),
     ]
     process = subprocess.Popen(
         command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
