@@ -44,8 +44,10 @@ system-test-deps:
 test: install-test system-test-deps
 	VAR_DIR=$${VAR_DIR:-$(CURDIR)/var/test} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## bench: print figures (medians of repeated runs); the concurrency case takes about a minute
 bench: install-test
 	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench.concurrency
 
 lint: install-test
 	$(BIN)/ruff check .

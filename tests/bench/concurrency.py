@@ -1,0 +1,179 @@
+"""`make bench` case: 200 requests in flight at once on one worker host.
+
+Starts the studio the way `make run` does (gunicorn for the web and the sandbox, a Celery
+worker on the thread pool) on a scratch database under a temporary VAR_DIR, submits 200
+requests whose sandbox calls each take 20 s, and prints: the time until all are done, the
+worker's peak resident memory, and the p95 of the request page while idle and during the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
+LATENCY = float(os.environ.get("BENCH_LATENCY", "20"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM: the most resident memory the process has had, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def p95_ms(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[-1] * 1000 if len(samples) >= 2 else float("nan")
+
+
+def main() -> None:
+    var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "VAR_DIR": str(var_dir),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox/v1",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    subprocess.run([python, "manage.py", "seed_studio"], cwd=BASE_DIR, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from studio.models import GenerationRequest, Route
+
+    user = get_user_model().objects.create_user("bench", password="bench-password")
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.create()
+    route = Route.objects.get(name="sandbox")
+    route.timeout_seconds = int(LATENCY * 3)
+    route.save()
+
+    web = subprocess.Popen(
+        [python, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--worker-class", "gthread", "--workers", "1", "--threads", str(REQUESTS + 50),
+         "--log-level", "warning"],
+        cwd=BASE_DIR, env=env,
+    )
+    worker = subprocess.Popen(
+        [python, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
+         "--concurrency", str(REQUESTS), "--loglevel", "WARNING", "--without-gossip",
+         "--without-mingle", "--without-heartbeat"],
+        cwd=BASE_DIR, env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        time.sleep(3)  # let the worker connect to the broker
+
+        probe = GenerationRequest.submit(
+            created_by=user, route=route, prompt="idle probe", width=1024, height=1024,
+            quality="low", output_format="png",
+        )
+        page = f"{base}{probe.get_absolute_url()}"
+        opener = urllib.request.build_opener()
+        opener.addheaders = [("Cookie", f"sessionid={session.session_key}")]
+
+        def fetch() -> float:
+            started = time.perf_counter()
+            with opener.open(page, timeout=30) as response:
+                response.read()
+            return time.perf_counter() - started
+
+        idle = [fetch() for _ in range(50)]
+
+        started = time.monotonic()
+        ids = [
+            GenerationRequest.submit(
+                created_by=user, route=route, prompt=f'[sandbox:latency={LATENCY}] "N{i}"',
+                width=1024, height=1024, quality="low", output_format="png",
+            ).id
+            for i in range(REQUESTS)
+        ]
+        busy: list[float] = []
+        running = threading.Event()
+        running.set()
+
+        def sample() -> None:
+            while running.is_set():
+                busy.append(fetch())
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        peak_in_flight = 0
+        while True:
+            statuses = list(
+                GenerationRequest.objects.filter(id__in=ids).values_list("status", flat=True)
+            )
+            peak_in_flight = max(peak_in_flight, statuses.count("running"))
+            done = [s for s in statuses if s in ("succeeded", "failed", "refused", "cancelled")]
+            if len(done) == len(ids):
+                break
+            if time.monotonic() - started > LATENCY * 6 + 120:
+                print(f"gave up: {len(done)} of {len(ids)} done")
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        running.clear()
+        sampler.join(timeout=35)
+        succeeded = GenerationRequest.objects.filter(id__in=ids, status="succeeded").count()
+
+        print(f"{REQUESTS} requests, sandbox latency {LATENCY:.0f} s, worker thread pool "
+              f"of {REQUESTS}, one web process")
+        print(f"  all done in            {elapsed:8.1f} s  ({succeeded} succeeded, "
+              f"peak {peak_in_flight} running at once)")
+        print(f"  worker peak RSS        {peak_rss_kib(worker.pid) / 1024:8.1f} MiB")
+        print(f"  request page p95 idle  {p95_ms(idle):8.1f} ms  (median "
+              f"{statistics.median(idle) * 1000:.1f} ms, {len(idle)} samples)")
+        print(f"  request page p95 busy  {p95_ms(busy):8.1f} ms  (median "
+              f"{statistics.median(busy) * 1000:.1f} ms, {len(busy)} samples)")
+    finally:
+        for process in (worker, web):
+            process.terminate()
+        for process in (worker, web):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
