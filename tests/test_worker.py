@@ -196,3 +196,101 @@ def test_a_database_connection_killed_mid_task_writes_one_ledger_row(
     assert generation.status == Status.SUCCEEDED, generation.failure_message
     assert generation.attempts.count() == 1
     assert generation.outputs.count() == 1
+
+
+def test_requests_queued_when_redis_restarts_all_finish(
+    django_db_setup, live_sandbox, designer, tmp_path, monkeypatch
+):
+    """Redis here keeps nothing on disk: a restart loses every queued message. The rows
+    remain, and the sweep (beat, inside the worker) sends them again."""
+    import shutil
+    import subprocess
+
+    from config.celery import app
+    from tests.worker import free_port, start_worker
+
+    redis_server = shutil.which("redis-server")
+    assert redis_server, "redis-server is needed for this test (installed on CI machines)"
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [
+                redis_server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
+            ).stdout.strip()
+            != "PONG"
+        ):
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.1)
+        return process
+
+    redis = start_redis()
+    worker = None
+    try:
+        monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
+        generations = [
+            GenerationRequest.submit(
+                created_by=designer,
+                route=live_sandbox,
+                prompt=f'[sandbox:latency=0.5] "Q{i}"',
+                width=1024,
+                height=1024,
+                quality="low",
+                output_format="png",
+            )
+            for i in range(4)
+        ]
+        with app.connection_for_write(broker) as connection:
+            for generation in generations:
+                run_generation.apply_async(args=[str(generation.id)], connection=connection)
+        assert (
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "llen", "studio"], capture_output=True, text=True
+            ).stdout.strip()
+            == "4"
+        )
+        redis.terminate()
+        redis.wait(timeout=10)
+        redis = start_redis()
+        assert (
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "llen", "studio"], capture_output=True, text=True
+            ).stdout.strip()
+            == "0"
+        )
+
+        worker = start_worker(
+            tmp_path,
+            beat=True,
+            env={
+                "CELERY_BROKER_URL": broker,
+                "SWEEP_INTERVAL_SECONDS": "1",
+                "QUEUED_STALE_SECONDS": "1",
+                "VAR_DIR": str(tmp_path),
+            },
+        )
+        for generation in generations:
+            wait_for_terminal(generation, timeout=60)
+            assert generation.status == Status.SUCCEEDED, generation.failure_message
+            assert generation.attempts.count() == 1
+    finally:
+        if worker is not None:
+            worker.stop()
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,12 +50,19 @@ class WorkerProcess:
                 self.process.wait()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def start_worker(
     media_root: Path,
     concurrency: int = 4,
     ready_timeout: float = 60,
     queues: str | None = None,
     env: dict[str, str] | None = None,
+    beat: bool = False,
 ) -> WorkerProcess:
     env = {
         **os.environ,
@@ -85,6 +93,7 @@ def start_worker(
         "--without-mingle",
         "--without-heartbeat",
         *(["--queues", queues] if queues else []),
+        *(["--beat", "--schedule", str(media_root / "celerybeat-schedule")] if beat else []),
     ]
     process = subprocess.Popen(
         command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
