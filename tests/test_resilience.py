@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from studio import imagegen, tasks
@@ -213,7 +214,13 @@ class TestCancel:
         self, designer, live_sandbox
     ):
         generation = submit(designer, live_sandbox, '[sandbox:latency=1.5] "LATE"')
-        worker = threading.Thread(target=run_generation, args=[str(generation.id)])
+        def deliver() -> None:
+            try:
+                run_generation(str(generation.id))
+            finally:
+                connection.close()  # this thread's own connection
+
+        worker = threading.Thread(target=deliver)
         worker.start()
         deadline = time.monotonic() + 10
         while not Attempt.objects.filter(request=generation, outcome="calling").exists():

@@ -56,8 +56,13 @@ def main() -> None:
     os.environ.update(env)
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
-    subprocess.run([python, "manage.py", "seed_studio"], cwd=BASE_DIR, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [python, "manage.py", "seed_studio"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
     import django
 
@@ -78,16 +83,45 @@ def main() -> None:
     route.save()
 
     web = subprocess.Popen(
-        [python, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--worker-class", "gthread", "--workers", "1", "--threads", str(REQUESTS + 50),
-         "--log-level", "warning"],
-        cwd=BASE_DIR, env=env,
+        [
+            python,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "1",
+            "--threads",
+            str(REQUESTS + 50),
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env=env,
     )
     worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
-         "--concurrency", str(REQUESTS), "--loglevel", "WARNING", "--without-gossip",
-         "--without-mingle", "--without-heartbeat"],
-        cwd=BASE_DIR, env=env,
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(REQUESTS),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=BASE_DIR,
+        env=env,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -103,8 +137,13 @@ def main() -> None:
         time.sleep(3)  # let the worker connect to the broker
 
         probe = GenerationRequest.submit(
-            created_by=user, route=route, prompt="idle probe", width=1024, height=1024,
-            quality="low", output_format="png",
+            created_by=user,
+            route=route,
+            prompt="idle probe",
+            width=1024,
+            height=1024,
+            quality="low",
+            output_format="png",
         )
         page = f"{base}{probe.get_absolute_url()}"
         opener = urllib.request.build_opener()
@@ -121,8 +160,13 @@ def main() -> None:
         started = time.monotonic()
         ids = [
             GenerationRequest.submit(
-                created_by=user, route=route, prompt=f'[sandbox:latency={LATENCY}] "N{i}"',
-                width=1024, height=1024, quality="low", output_format="png",
+                created_by=user,
+                route=route,
+                prompt=f'[sandbox:latency={LATENCY}] "N{i}"',
+                width=1024,
+                height=1024,
+                quality="low",
+                output_format="png",
             ).id
             for i in range(REQUESTS)
         ]
@@ -155,15 +199,23 @@ def main() -> None:
         sampler.join(timeout=35)
         succeeded = GenerationRequest.objects.filter(id__in=ids, status="succeeded").count()
 
-        print(f"{REQUESTS} requests, sandbox latency {LATENCY:.0f} s, worker thread pool "
-              f"of {REQUESTS}, one web process")
-        print(f"  all done in            {elapsed:8.1f} s  ({succeeded} succeeded, "
-              f"peak {peak_in_flight} running at once)")
+        print(
+            f"{REQUESTS} requests, sandbox latency {LATENCY:.0f} s, worker thread pool "
+            f"of {REQUESTS}, one web process"
+        )
+        print(
+            f"  all done in            {elapsed:8.1f} s  ({succeeded} succeeded, "
+            f"peak {peak_in_flight} running at once)"
+        )
         print(f"  worker peak RSS        {peak_rss_kib(worker.pid) / 1024:8.1f} MiB")
-        print(f"  request page p95 idle  {p95_ms(idle):8.1f} ms  (median "
-              f"{statistics.median(idle) * 1000:.1f} ms, {len(idle)} samples)")
-        print(f"  request page p95 busy  {p95_ms(busy):8.1f} ms  (median "
-              f"{statistics.median(busy) * 1000:.1f} ms, {len(busy)} samples)")
+        print(
+            f"  request page p95 idle  {p95_ms(idle):8.1f} ms  (median "
+            f"{statistics.median(idle) * 1000:.1f} ms, {len(idle)} samples)"
+        )
+        print(
+            f"  request page p95 busy  {p95_ms(busy):8.1f} ms  (median "
+            f"{statistics.median(busy) * 1000:.1f} ms, {len(busy)} samples)"
+        )
     finally:
         for process in (worker, web):
             process.terminate()
