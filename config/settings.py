@@ -237,6 +237,12 @@ PARTIAL_IMAGE_OUTPUT_TOKENS = env_int("PARTIAL_IMAGE_OUTPUT_TOKENS", 100)
 
 REQUESTS_PER_PAGE = env_int("REQUESTS_PER_PAGE", 20)
 
+# Review: how long "being reviewed by ..." holds an output; OCR assist when tesseract exists.
+REVIEW_CLAIM_MINUTES = env_int("REVIEW_CLAIM_MINUTES", 15)
+TESSERACT_CMD = env_str("TESSERACT_CMD", "tesseract")
+# Outputs are deleted this many days after creation unless their route says otherwise.
+OUTPUT_RETENTION_DAYS = env_int("OUTPUT_RETENTION_DAYS", 90)
+
 # Production hardening: on whenever DEBUG is off.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG

@@ -61,6 +61,12 @@ class Route(models.Model):
         "USD per call", max_digits=10, decimal_places=4, null=True, blank=True
     )
     timeout_seconds = models.PositiveIntegerField(default=150)
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Delete outputs this many days after creation; empty: "
+        "the studio's OUTPUT_RETENTION_DAYS.",
+    )
     max_attempts = models.PositiveSmallIntegerField(
         default=3, help_text="Calls one request may make on this route, retries included."
     )
@@ -121,6 +127,12 @@ class Route(models.Model):
                 f"{self.api_key_env or '(none named)'} for the web and worker processes."
             )
         return None
+
+    def retention(self) -> int:
+        """Days an output of this route is kept before retention deletes its file."""
+        if self.retention_days is not None:
+            return self.retention_days
+        return settings.OUTPUT_RETENTION_DAYS
 
     def can_serve(self, request: GenerationRequest) -> bool:
         """Whether this route has every capability the request needs."""
@@ -1104,6 +1116,13 @@ def output_upload_to(instance: OutputImage, filename: str) -> str:
     return f"outputs/{instance.request_id}/{filename}"
 
 
+class ReviewStatus(models.TextChoices):
+    AWAITING = "awaiting", "Awaiting review"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+
+
 class OutputImage(models.Model):
     """A stored image: decoded, checked with Pillow, hashed, saved through the storage API."""
 
@@ -1124,7 +1143,21 @@ class OutputImage(models.Model):
     format = models.CharField(max_length=10)
     public_url = models.URLField(max_length=1000, blank=True)
     delete_after = models.DateField(null=True, blank=True)
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention deleted the file; the row stays."
+    )
     created_at = models.DateTimeField(default=timezone.now)
+    # Kept in step with the latest review.Decision, in the same transaction.
+    review_status = models.CharField(
+        max_length=20, choices=ReviewStatus.choices, default=ReviewStatus.AWAITING, db_index=True
+    )
+    text_mismatch = models.BooleanField(
+        default=False, help_text="A text inspection found a label wrong or missing."
+    )
+    drift_ratio = models.FloatField(
+        null=True, blank=True, help_text="Share of protected pixels an edit changed."
+    )
+    drift_flagged = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["request", "kind", "index"]
@@ -1155,6 +1188,7 @@ def store_output(request: GenerationRequest, attempt: Attempt, index: int, image
         width=image.width,
         height=image.height,
         format=image.format,
+        delete_after=(timezone.now() + timedelta(days=request.route.retention())).date(),
     )
     output.file.save(
         f"{index:02d}-{image.sha256[:16]}.{extension}", ContentFile(image.data), save=False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -82,6 +83,9 @@ def test_it_stores_the_image_and_logs_the_attempt(live_sandbox, designer):
     image = Image.open(io.BytesIO(data))
     assert (image.format, image.size) == ("WEBP", (1536, 864))
     assert (output.width, output.height, output.format) == (1536, 864, "webp")
+    # Retention: the route has no setting of its own, so the studio's applies.
+    assert output.delete_after == (output.created_at + timedelta(days=90)).date()
+    assert output.review_status == "awaiting"
 
 
 def test_a_request_delivered_twice_is_billed_once(live_sandbox, designer):

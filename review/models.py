@@ -1,0 +1,229 @@
+"""The overseeing side: who is reviewing what, decisions, and text inspections.
+
+Decisions and inspections are append-only: a new row supersedes, nothing is edited or
+deleted, and the latest row is what counts. The output's review status is kept in step
+with the latest decision in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models, transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from studio.models import GenerationRequest, OutputImage, ReviewStatus
+
+
+class AppendOnly(models.Model):
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise ValidationError(f"{type(self).__name__} rows are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError(f"{type(self).__name__} rows are append-only.")
+
+
+class ReviewClaim(models.Model):
+    """ "Being reviewed by ..." so two reviewers do not do the same work; it expires."""
+
+    output = models.OneToOneField(OutputImage, on_delete=models.CASCADE, related_name="claim")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    claimed_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.output_id} by {self.reviewer}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.expires_at > timezone.now()
+
+    @classmethod
+    def take(cls, output: OutputImage, reviewer) -> ReviewClaim:
+        """Claim the output for this reviewer unless someone else holds a live claim."""
+        now = timezone.now()
+        expires = now + timedelta(minutes=settings.REVIEW_CLAIM_MINUTES)
+        with transaction.atomic():
+            claim = cls.objects.select_for_update().filter(output=output).first()
+            if claim is None:
+                return cls.objects.create(
+                    output=output, reviewer=reviewer, claimed_at=now, expires_at=expires
+                )
+            if claim.reviewer_id == reviewer.pk or claim.expires_at <= now:
+                claim.reviewer, claim.claimed_at, claim.expires_at = reviewer, now, expires
+                claim.save(update_fields=["reviewer", "claimed_at", "expires_at"])
+            return claim
+
+
+class Decision(AppendOnly):
+    class Verdict(models.TextChoices):
+        APPROVED = ReviewStatus.APPROVED
+        REJECTED = ReviewStatus.REJECTED
+        CHANGES_REQUESTED = ReviewStatus.CHANGES_REQUESTED
+
+    output = models.ForeignKey(OutputImage, on_delete=models.CASCADE, related_name="decisions")
+    request = models.ForeignKey(
+        GenerationRequest, on_delete=models.CASCADE, related_name="decisions"
+    )
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    reason = models.TextField(blank=True)
+    # Changes requested on part of the image: the region, as a PNG mask at the output's size
+    # (transparent where the designer should change things), ready for a targeted edit.
+    region_mask = models.FileField(upload_to="review-masks/", blank=True, max_length=300)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("approve_own_output", "Can approve outputs of their own requests")]
+
+    def __str__(self) -> str:
+        return f"{self.get_verdict_display()} by {self.reviewer} on {self.output_id}"
+
+
+class TextInspection(AppendOnly):
+    """What one expected label looks like in the image, as a reviewer confirmed it."""
+
+    class Verdict(models.TextChoices):
+        EXACT = "exact", "Exact"
+        WRONG = "wrong", "Wrong"
+        MISSING = "missing", "Missing"
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Typed by the reviewer"
+        OCR = "ocr", "OCR, confirmed by the reviewer"
+
+    output = models.ForeignKey(OutputImage, on_delete=models.CASCADE, related_name="inspections")
+    request = models.ForeignKey(
+        GenerationRequest, on_delete=models.CASCADE, related_name="inspections"
+    )
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    label = models.CharField(max_length=500)
+    observed = models.CharField(max_length=500, blank=True)
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.label!r}: {self.verdict}"
+
+
+def awaiting_review():
+    """Final outputs of succeeded requests that no decision has closed yet, oldest first."""
+    return (
+        OutputImage.objects.filter(
+            kind=OutputImage.Kind.FINAL,
+            request__status="succeeded",
+            review_status=ReviewStatus.AWAITING,
+            deleted_at__isnull=True,
+        )
+        .select_related(
+            "request", "request__route", "request__created_by", "request__frame_version"
+        )
+        .order_by("created_at")
+    )
+
+
+def latest_inspections(output: OutputImage) -> dict[str, TextInspection]:
+    """The latest inspection per label: the one that counts."""
+    latest: dict[str, TextInspection] = {}
+    for inspection in output.inspections.order_by("created_at", "id"):
+        latest[inspection.label] = inspection
+    return latest
+
+
+def expected_labels(output: OutputImage) -> list[str]:
+    """The request's expected labels, or (when it had none) the labels reviewers typed."""
+    labels = list(output.request.expected_text_labels)
+    for label in output.inspections.values_list("label", flat=True).distinct():
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def decide(
+    output: OutputImage, reviewer, verdict: str, reason: str = "", region_mask=None
+) -> Decision:
+    """Record a decision and move the output's review status, in one transaction.
+
+    Approval needs every expected label inspected; a designer approves their own output only
+    with the approve_own_output permission; rejections and change requests need a reason.
+    """
+    if (
+        verdict in (Decision.Verdict.REJECTED, Decision.Verdict.CHANGES_REQUESTED)
+        and not reason.strip()
+    ):
+        raise ValidationError({"reason": "Say why: the designer sees this reason."})
+    if verdict == Decision.Verdict.APPROVED:
+        own = output.request.created_by_id == reviewer.pk
+        if own and not reviewer.has_perm("review.approve_own_output"):
+            raise PermissionDenied("You cannot approve an output of your own request.")
+        inspected = latest_inspections(output)
+        missing = [label for label in expected_labels(output) if label not in inspected]
+        if missing:
+            raise ValidationError(
+                {
+                    "verdict": "Inspect every expected label before approving: "
+                    + ", ".join(f'"{label}"' for label in missing)
+                    + "."
+                }
+            )
+    with transaction.atomic():
+        decision = Decision.objects.create(
+            output=output,
+            request=output.request,
+            reviewer=reviewer,
+            verdict=verdict,
+            reason=reason.strip(),
+            region_mask=region_mask or "",
+        )
+        output.review_status = verdict
+        output.save(update_fields=["review_status"])
+        ReviewClaim.objects.filter(output=output).delete()
+    return decision
+
+
+def inspect_text(
+    output: OutputImage,
+    reviewer,
+    label: str,
+    observed: str,
+    verdict: str,
+    source: str = TextInspection.Source.MANUAL,
+) -> TextInspection:
+    with transaction.atomic():
+        inspection = TextInspection.objects.create(
+            output=output,
+            request=output.request,
+            reviewer=reviewer,
+            label=label,
+            observed=observed,
+            verdict=verdict,
+            source=source,
+        )
+        mismatch = any(
+            i.verdict != TextInspection.Verdict.EXACT for i in latest_inspections(output).values()
+        )
+        if output.text_mismatch != mismatch:
+            output.text_mismatch = mismatch
+            output.save(update_fields=["text_mismatch"])
+    return inspection
+
+
+def latest_decision_subquery():
+    return Subquery(
+        Decision.objects.filter(output=OuterRef("pk"))
+        .order_by("-created_at", "-id")
+        .values("verdict")[:1]
+    )
