@@ -8,6 +8,8 @@ from studio import views as studio_views
 
 urlpatterns = [
     path("", include("studio.urls")),
+    path("review/", include("review.urls")),
+    path("audit/", include("review.audit_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("healthz", studio_views.healthz, name="healthz"),

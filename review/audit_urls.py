@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from review import audit_views
+
+app_name = "audit"
+urlpatterns = [
+    path("", audit_views.dashboard, name="dashboard"),
+]
