@@ -61,3 +61,123 @@ def parse_size(size: str) -> tuple[int, int] | None:
     if not match:
         return None
     return int(match.group(1)), int(match.group(2))
+
+
+# Input images and masks for edits (CreateImageEditRequest). OpenAI publishes the count, the
+# formats and the byte limits; the pixel limit is the studio's own guard for the decoder: an
+# 8K frame (7680x4320), or a 24-megapixel photo, and no more, which is also where Pillow stops
+# with DecompressionBombError under the limit imagegen.py sets.
+MAX_INPUT_IMAGES = 16
+MAX_INPUT_BYTES = 50 * 1024 * 1024
+MAX_INPUT_PIXELS = 4 * MAX_PIXELS
+MAX_MASK_BYTES = 4 * 1024 * 1024
+ALLOWED_INPUT_FORMATS = ("png", "jpeg", "webp")
+INPUT_MIME_TYPES = tuple(MIME_BY_FORMAT[name] for name in ALLOWED_INPUT_FORMATS)
+MASK_FORMAT = "png"
+
+
+def input_count_problems(count: int) -> list[str]:
+    """One message when an edit has no input image or more than MAX_INPUT_IMAGES."""
+    if count < 1:
+        return ["An edit needs at least one input image."]
+    if count > MAX_INPUT_IMAGES:
+        return [f"An edit takes at most {MAX_INPUT_IMAGES} input images ({count} given)."]
+    return []
+
+
+def input_image_problems(
+    image_format: str | None, image_bytes: int, width: int = 0, height: int = 0
+) -> list[str]:
+    """Problems with one input image; `image_format` is None when it could not be read.
+
+    Formats are the lower-case names of ALLOWED_INPUT_FORMATS ("png", "jpeg", "webp").
+    Width and height are checked only when known (non-zero).
+    """
+    problems = []
+    if image_bytes > MAX_INPUT_BYTES:
+        problems.append(
+            f"Each input image must be smaller than {_megabytes(MAX_INPUT_BYTES)} "
+            f"(this one is {_megabytes(image_bytes)})."
+        )
+    if image_format not in ALLOWED_INPUT_FORMATS:
+        shown = image_format.upper() if image_format else "not a readable image"
+        problems.append(f"Each input image must be a PNG, JPEG or WebP file (this one is {shown}).")
+    if width * height > MAX_INPUT_PIXELS:
+        problems.append(
+            f"Each input image may have at most {MAX_INPUT_PIXELS:,} pixels "
+            f"(this one has {width * height:,})."
+        )
+    return problems
+
+
+def mask_problems(
+    mask_width: int,
+    mask_height: int,
+    mask_format: str | None,
+    mask_has_alpha: bool,
+    mask_bytes: int,
+    source_width: int,
+    source_height: int,
+) -> list[str]:
+    """Problems with a mask for an edit whose first image is source_width x source_height.
+
+    The mask's fully transparent pixels (alpha 0) mark the area to edit, so it must be a PNG
+    with an alpha channel, under MAX_MASK_BYTES, and exactly the size of the first image.
+    """
+    problems = []
+    if mask_bytes > MAX_MASK_BYTES:
+        problems.append(
+            f"The mask must be smaller than {_megabytes(MAX_MASK_BYTES)} "
+            f"(it is {_megabytes(mask_bytes)})."
+        )
+    if mask_format != MASK_FORMAT:
+        shown = mask_format.upper() if mask_format else "not a readable image"
+        problems.append(f"The mask must be a PNG file (it is {shown}).")
+    elif not mask_has_alpha:
+        problems.append(
+            "The mask must be a PNG with an alpha channel: its fully transparent pixels mark "
+            "the area to edit."
+        )
+    readable = mask_format is not None and mask_width > 0 and mask_height > 0
+    if readable and (mask_width, mask_height) != (source_width, source_height):
+        problems.append(
+            f"The mask must have the same dimensions as the image "
+            f"(mask {mask_width}x{mask_height}, image {source_width}x{source_height})."
+        )
+    return problems
+
+
+def rules_for_browser() -> dict:
+    """The size, prompt, upload and mask rules as JSON-serialisable data for client checks."""
+    return {
+        "size": {
+            "edge_multiple": EDGE_MULTIPLE,
+            "max_edge": MAX_EDGE,
+            "max_aspect_ratio": MAX_ASPECT_RATIO,
+            "min_pixels": MIN_PIXELS,
+            "max_pixels": MAX_PIXELS,
+            "presets": [size for size, _label in SIZE_PRESETS],
+        },
+        "max_prompt_chars": MAX_PROMPT_CHARS,
+        "qualities": list(QUALITIES),
+        "output_formats": list(OUTPUT_FORMATS),
+        "backgrounds": list(BACKGROUNDS),
+        "input": {
+            "max_images": MAX_INPUT_IMAGES,
+            "max_bytes": MAX_INPUT_BYTES,
+            "max_pixels": MAX_INPUT_PIXELS,
+            "formats": list(ALLOWED_INPUT_FORMATS),
+            "mime_types": list(INPUT_MIME_TYPES),
+        },
+        "mask": {
+            "max_bytes": MAX_MASK_BYTES,
+            "format": MASK_FORMAT,
+            "mime_type": MIME_BY_FORMAT[MASK_FORMAT],
+            "needs_alpha": True,
+            "same_size_as_first_image": True,
+        },
+    }
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")

@@ -6,6 +6,9 @@
     [sandbox:refuse]       answer 400 moderation_blocked, as the safety system does
     [sandbox:bad-b64]      answer 200 with b64_json that does not decode
     [sandbox:typo]         draw the first quoted label with one letter changed
+    [sandbox:pace=0.5]     in a stream, wait that long between image events (default 0.2 s)
+    [sandbox:stream-error] in a stream, send one partial image, then an error event, and stop
+    [sandbox:ignore-mask]  in an edit, change the whole image as a gateway that drops the mask
 
 Unknown directives and bad values are ignored; every `[sandbox:...]` token is stripped from
 the text that is drawn.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 DIRECTIVE_PATTERN = re.compile(
     r"\[sandbox:\s*([a-z0-9_-]+)\s*(?:=\s*([^\]]*?)\s*)?\]", flags=re.IGNORECASE
 )
+DEFAULT_PACE_SECONDS = 0.2
 MIN_ERROR_STATUS = 400
 MAX_ERROR_STATUS = 599
 
@@ -32,6 +36,9 @@ class Directives:
     refuse: bool = False
     bad_b64: bool = False
     typo: bool = False
+    pace_seconds: float = DEFAULT_PACE_SECONDS
+    stream_error: bool = False
+    ignore_mask: bool = False
 
     @classmethod
     def from_prompt(cls, prompt: str) -> Directives:
@@ -44,8 +51,10 @@ class Directives:
                 found["error_status"] = status
             elif name in ("timeout", "refuse", "typo") and value is None:
                 found[name] = True
-            elif name == "bad-b64" and value is None:
-                found["bad_b64"] = True
+            elif name == "pace" and (seconds := _read_seconds(value)) is not None:
+                found["pace_seconds"] = seconds
+            elif name in ("bad-b64", "stream-error", "ignore-mask") and value is None:
+                found[name.replace("-", "_")] = True
         return cls(**found)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,12 @@
 """Draw the sandbox's stand-in images: the prompt's quoted labels, large and legible.
 
-Everything drawn follows from the prompt, size, quality, format and image index, so the same
-request always gives the same bytes; OCR in the review flow then has real text to read.
+Everything drawn follows from the prompt, size, quality, format and image index (and, for
+edits, the input pixels and mask), so the same request always gives the same bytes; OCR in
+the review flow then has real text to read.
+
+An edit starts from the first input image fitted to the output size (`fit_to_size`: centre
+crop to the output's aspect ratio, then Lanczos; no resampling at all when the sizes match)
+and changes only the mask's transparent area, so a drift check finds nothing outside it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import hashlib
 import io
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -28,6 +33,11 @@ MIN_FONT_PX = 14
 # Level 1 keeps a 4K PNG well under a second; the pictures are flat and compress well anyway.
 PNG_COMPRESS_LEVEL = 1
 WEBP_METHOD = 2
+# How far an edit moves pixels toward its tint: inside a mask, and over a whole unmasked image.
+MASKED_TINT = 0.45
+WHOLE_TINT = 0.3
+# The last partial image is the final one at 1/8 of its resolution; each earlier one halves it.
+LAST_PARTIAL_SCALE = 8
 
 
 @dataclass(frozen=True)
@@ -77,15 +87,84 @@ def labels_to_draw(text: str, *, typo: bool = False) -> list[str]:
     return labels
 
 
+@dataclass(frozen=True)
+class EditPicture:
+    """An edit of `source` (RGB): `editable` is 255 where the mask allowed changes (None: the
+    whole image may change); `references` are thumbnails of the other input images."""
+
+    picture: Picture
+    source: Image.Image
+    editable: Image.Image | None = None
+    references: tuple[Image.Image, ...] = field(default=())
+    ignore_mask: bool = False
+
+
 def render_image(picture: Picture) -> bytes:
     """Draw and encode one image."""
+    return encode(draw_picture(picture), picture.output_format, picture.output_compression)
+
+
+def draw_picture(picture: Picture) -> Image.Image:
+    """One generated image, as RGB pixels."""
     seed = hashlib.sha256(picture.text.encode()).digest()
     image = _background(picture, seed)
     draw = ImageDraw.Draw(image)
     if picture.labels:
-        _draw_labels(draw, list(picture.labels), picture.width, picture.height)
+        _draw_labels(draw, list(picture.labels), (0, 0, picture.width, picture.height))
     _draw_corner_text(draw, picture)
-    return _encode(image, picture.output_format, picture.output_compression)
+    return image
+
+
+def draw_edit(edit: EditPicture) -> Image.Image:
+    """One edited image: the source fitted to the output size, tinted and labelled where the
+    mask is transparent, untouched elsewhere; with no mask (or told to ignore it) all over."""
+    picture = edit.picture
+    size = (picture.width, picture.height)
+    base = fit_to_size(edit.source, *size)
+    seed = hashlib.sha256(picture.text.encode()).digest()
+    hue = int.from_bytes(seed[:2], "big") / 65536 + 0.09 * picture.index
+    tint = Image.new("RGB", size, _pastel(hue, 0.6, 0.6))
+    if edit.editable is None or edit.ignore_mask:
+        edited = Image.blend(base, tint, WHOLE_TINT)
+        draw = ImageDraw.Draw(edited)
+        _paste_references(edited, edit.references)
+        if picture.labels:
+            _draw_labels(draw, list(picture.labels), (0, 0, *size))
+        _draw_corner_text(draw, picture)
+        return edited
+    region = fit_to_size(edit.editable, *size, resample=Image.Resampling.NEAREST)
+    box = region.getbbox()
+    if box is None:
+        return base  # the mask has no transparent pixel: nothing may change
+    edited = Image.blend(base, tint, MASKED_TINT)
+    if picture.labels:
+        _draw_labels(ImageDraw.Draw(edited), list(picture.labels), box)
+    base.paste(edited, (0, 0), region)
+    return base
+
+
+def fit_to_size(
+    image: Image.Image,
+    width: int,
+    height: int,
+    *,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
+) -> Image.Image:
+    """The image cropped about its centre to the aspect ratio of width x height, then scaled
+    to it; a copy when it already is that size."""
+    return ImageOps.fit(image, (width, height), method=resample)
+
+
+def partial_versions(final: Image.Image, count: int) -> list[Image.Image]:
+    """`count` lower-detail previews of the final image, coarsest first, at its full size."""
+    previews = []
+    for number in range(count):
+        scale = LAST_PARTIAL_SCALE * 2 ** (count - 1 - number)
+        small = final.resize(
+            (max(1, final.width // scale), max(1, final.height // scale)), Image.Resampling.BOX
+        )
+        previews.append(small.resize(final.size, Image.Resampling.BILINEAR))
+    return previews
 
 
 def _rot13(letter: str) -> str:
@@ -158,13 +237,18 @@ def _layout(labels: list[str], width: int, height: int) -> tuple[int, list[str]]
     return max(MIN_FONT_PX, int(size)), lines
 
 
-def _draw_labels(draw: ImageDraw.ImageDraw, labels: list[str], width: int, height: int) -> None:
+def _draw_labels(
+    draw: ImageDraw.ImageDraw, labels: list[str], box: tuple[float, float, float, float]
+) -> None:
+    """The labels on a light panel, as large as fits the box, a little above its middle."""
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
     size, lines = _layout(labels, width, height)
     font = _font(size)
     line_height = size * LINE_SPACING
     block_width = max(font.getlength(line) for line in lines)
     block_height = line_height * len(lines)
-    centre_x, centre_y = width / 2, height * 0.46
+    centre_x, centre_y = left + width / 2, top + height * 0.46
     padding = size * 0.6
     draw.rounded_rectangle(
         (
@@ -197,7 +281,21 @@ def _draw_corner_text(draw: ImageDraw.ImageDraw, picture: Picture) -> None:
         draw.text((picture.width - size, size), marker, font=font, fill=FAINT_INK, anchor="ra")
 
 
-def _encode(image: Image.Image, output_format: str, compression: int) -> bytes:
+def _paste_references(image: Image.Image, references: tuple[Image.Image, ...]) -> None:
+    """The other input images as a strip of small thumbnails along the bottom-left edge."""
+    edge = max(16, min(image.width, image.height) // 8)
+    margin = edge // 4
+    x = margin
+    for reference in references:
+        thumbnail = reference.copy()
+        thumbnail.thumbnail((edge, edge))
+        if x + thumbnail.width > image.width - margin:
+            break
+        image.paste(thumbnail, (x, image.height - margin - thumbnail.height - edge // 2))
+        x += thumbnail.width + margin
+
+
+def encode(image: Image.Image, output_format: str, compression: int) -> bytes:
     buffer = io.BytesIO()
     if output_format == "jpeg":
         image.save(buffer, "JPEG", quality=compression)

@@ -42,7 +42,13 @@ def error_response(
 
 
 def invalid_request_response(problem: InvalidRequest) -> JsonResponse:
-    return error_response(400, problem.message, param=problem.param, code=problem.code)
+    return error_response(
+        400,
+        problem.message,
+        error_type=problem.error_type,
+        param=problem.param,
+        code=problem.code,
+    )
 
 
 def missing_api_key_response() -> JsonResponse:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+import functools
+
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from studio.sandbox import generations, responses
+from studio.sandbox import assistant, edits, generations, responses
 from studio.sandbox.directives import Directives
 from studio.sandbox.params import InvalidRequest, read_image_request
 
@@ -15,18 +17,54 @@ def has_bearer_token(request: HttpRequest) -> bool:
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
-@csrf_exempt
-@responses.with_request_id
-@require_POST
-def images_generations(request: HttpRequest) -> JsonResponse:
-    if not has_bearer_token(request):
-        return responses.missing_api_key_response()
-    try:
-        image_request = read_image_request(request.body)
-    except InvalidRequest as problem:
-        return responses.invalid_request_response(problem)
+def sandbox_endpoint(view: responses.View) -> responses.View:
+    """POST only, a request id on every answer, a bearer key, and 400s for bad requests."""
+
+    @functools.wraps(view)
+    def checked(request: HttpRequest) -> HttpResponse:
+        if not has_bearer_token(request):
+            return responses.missing_api_key_response()
+        try:
+            return view(request)
+        except InvalidRequest as problem:
+            return responses.invalid_request_response(problem)
+
+    return csrf_exempt(responses.with_request_id(require_POST(checked)))
+
+
+@sandbox_endpoint
+def images_generations(request: HttpRequest) -> HttpResponse:
+    image_request = read_image_request(request.body)
     directives = Directives.from_prompt(image_request.prompt)
     failure = generations.misbehaviour_response(directives, request.sandbox_request_id)
     if failure is not None:
         return failure
-    return JsonResponse(generations.images_response(image_request, directives))
+    draw = generations.draw_generation(image_request, directives)
+    return generations.answer(image_request, directives, draw)
+
+
+@sandbox_endpoint
+def images_edits(request: HttpRequest) -> HttpResponse:
+    edit_request = edits.read_edit_request(request)
+    directives = Directives.from_prompt(edit_request.image.prompt)
+    failure = generations.misbehaviour_response(directives, request.sandbox_request_id)
+    if failure is not None:
+        return failure
+    draw = edits.draw_edits(edit_request.image, edit_request.inputs, edit_request.mask, directives)
+    return generations.answer(
+        edit_request.image,
+        directives,
+        draw,
+        events=generations.EDIT_EVENTS,
+        input_image_tokens=edit_request.input_image_tokens,
+    )
+
+
+@sandbox_endpoint
+def responses_create(request: HttpRequest) -> HttpResponse:
+    assistant_request = assistant.read_response_request(request)
+    directives = Directives.from_prompt(assistant_request.directive_text)
+    failure = generations.misbehaviour_response(directives, request.sandbox_request_id)
+    if failure is not None:
+        return failure
+    return assistant.answer(assistant_request, directives)
