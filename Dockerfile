@@ -22,7 +22,7 @@ FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     DEBUG=0 VAR_DIR=/app/var STATIC_ROOT=/app/staticfiles
 RUN apt-get update \
- && apt-get install -y --no-install-recommends curl \
+ && apt-get install -y --no-install-recommends curl tesseract-ocr \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --uid 10001 studio
 WORKDIR /app

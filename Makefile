@@ -33,11 +33,16 @@ run: seed
 	PORT=$(PORT) SANDBOX_BASE_URL=$${SANDBOX_BASE_URL:-http://127.0.0.1:$(PORT)/sandbox/v1} \
 		$(BIN)/honcho start -f Procfile
 
-## system-test-deps: Debian's Chromium for the browser tests (root installs it with apt-get)
+## system-test-deps: Debian's Chromium (browser tests) and tesseract (OCR assist), with apt-get
+SYSTEM_TEST_PACKAGES := chromium tesseract-ocr
 system-test-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## test: install what the tests need (Python packages and Chromium) and run the whole suite
 # Tests keep their SQLite file and filesystem broker apart from a running `make run`.

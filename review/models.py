@@ -119,6 +119,17 @@ class TextInspection(AppendOnly):
         return f"{self.label!r}: {self.verdict}"
 
 
+class OcrReading(models.Model):
+    """What tesseract read in an output, kept so the page does not read it twice."""
+
+    output = models.OneToOneField(OutputImage, on_delete=models.CASCADE, related_name="ocr")
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"OCR of {self.output_id}"
+
+
 def awaiting_review():
     """Final outputs of succeeded requests that no decision has closed yet, oldest first."""
     return (

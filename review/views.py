@@ -1,10 +1,238 @@
 from __future__ import annotations
 
-from django.shortcuts import render
+from datetime import timedelta
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from review import ocr
+from review.forms import DecisionForm, InspectionForm
+from review.models import (
+    Decision,
+    OcrReading,
+    ReviewClaim,
+    awaiting_review,
+    decide,
+    expected_labels,
+    inspect_text,
+    latest_inspections,
+)
+from studio.models import OutputImage
 from studio.views import role_required
 
+REVIEWER_ROLES = ("reviewer", "admin")
+AGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 
-@role_required("reviewer", "admin")
+
+def _get_output_for_reviewer(output_id) -> OutputImage:
+    return get_object_or_404(
+        OutputImage.objects.select_related(
+            "request",
+            "request__route",
+            "request__created_by",
+            "request__frame_version",
+            "request__parent_output",
+        ),
+        pk=output_id,
+        kind=OutputImage.Kind.FINAL,
+    )
+
+
+def _filtered_queue(params):
+    """The awaiting queue narrowed by the GET filters; returns (queryset, active filters)."""
+    outputs = awaiting_review()
+    active = {}
+    if frame := params.get("frame"):
+        outputs = outputs.filter(request__frame_version__frame__key=frame)
+        active["frame"] = frame
+    if route := params.get("route"):
+        outputs = outputs.filter(request__route__name=route)
+        active["route"] = route
+    if designer := params.get("designer"):
+        outputs = outputs.filter(request__created_by__username=designer)
+        active["designer"] = designer
+    flagged = params.get("flagged")
+    if flagged == "drift":
+        outputs = outputs.filter(drift_flagged=True)
+        active["flagged"] = flagged
+    elif flagged == "text":
+        outputs = outputs.filter(text_mismatch=True)
+        active["flagged"] = flagged
+    elif flagged == "any":
+        outputs = outputs.filter(Q(drift_flagged=True) | Q(text_mismatch=True))
+        active["flagged"] = flagged
+    if (age := params.get("age")) in AGES:
+        outputs = outputs.filter(created_at__lte=timezone.now() - AGES[age])
+        active["age"] = age
+    return outputs, active
+
+
+def _facet(outputs, field: str) -> list[tuple[str, str, int]]:
+    rows = outputs.order_by().values(field).annotate(count=Count("pk")).order_by(field)
+    return [(row[field], row[field], row["count"]) for row in rows if row[field]]
+
+
+@role_required(*REVIEWER_ROLES)
+@require_GET
 def queue(request):
-    return render(request, "review/queue.html", {})
+    outputs, active = _filtered_queue(request.GET)
+    everything = awaiting_review()
+    now = timezone.now()
+    flagged = [
+        ("drift", "drift outside the mask", everything.filter(drift_flagged=True).count()),
+        ("text", "text mismatch", everything.filter(text_mismatch=True).count()),
+    ]
+    ages = [
+        (key, key, everything.filter(created_at__lte=now - age).count())
+        for key, age in AGES.items()
+    ]
+    facets = [
+        (
+            name,
+            title,
+            [(value, label, count, active.get(name) == value) for value, label, count in options],
+        )
+        for name, title, options in [
+            ("frame", "Frame", _facet(everything, "request__frame_version__frame__key")),
+            ("route", "Route", _facet(everything, "request__route__name")),
+            ("designer", "Designer", _facet(everything, "request__created_by__username")),
+            ("flagged", "Flagged", flagged),
+            ("age", "Waiting longer than", ages),
+        ]
+    ]
+    page = Paginator(outputs.select_related("claim", "claim__reviewer"), 24).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "page": page,
+        "facets": facets,
+        "active": active,
+        "total": everything.count(),
+        "matching": page.paginator.count,
+        "now": now,
+    }
+    return render(request, "review/queue.html", context)
+
+
+def _inspection_context(
+    output: OutputImage, form: InspectionForm | None = None, ocr_text: str | None = None
+) -> dict:
+    """Rows to inspect, pre-filled from what was recorded, else from OCR when it has run."""
+    labels = expected_labels(output)
+    latest = latest_inspections(output)
+    if ocr_text is None:
+        reading = OcrReading.objects.filter(output=output).first()
+        ocr_text = reading.text if reading else None
+    if form is None:
+        suggestions = {s.label: s for s in ocr.suggest(labels, ocr_text)} if ocr_text else {}
+        for label, inspection in latest.items():
+            suggestions[label] = ocr.Suggestion(
+                label, inspection.observed, inspection.verdict, inspection.source
+            )
+        form = InspectionForm(labels=labels, suggestions=list(suggestions.values()))
+    rows = []
+    for row in form.rows():
+        inspection = latest.get(row["label"])
+        row["latest"] = inspection
+        row["diff"] = ocr.diff_segments(row["label"], inspection.observed) if inspection else None
+        rows.append(row)
+    return {
+        "output": output,
+        "inspection_form": form,
+        "inspection_rows": rows,
+        "ocr_available": ocr.available(),
+        "ocr_text": ocr_text,
+        "all_inspected": all(label in latest for label in labels),
+    }
+
+
+def _ocr_text(output: OutputImage) -> str | None:
+    reading = OcrReading.objects.filter(output=output).first()
+    if reading is not None:
+        return reading.text
+    try:
+        with output.file.open("rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, OSError):
+        return None
+    text = ocr.read_text(data)
+    if text is not None:
+        OcrReading.objects.update_or_create(output=output, defaults={"text": text})
+    return text
+
+
+@role_required(*REVIEWER_ROLES)
+@require_GET
+def output_review(request, output_id):
+    output = _get_output_for_reviewer(output_id)
+    ReviewClaim.take(output, request.user)
+    return render(request, "review/output.html", _page_context(request, output, {}))
+
+
+@role_required(*REVIEWER_ROLES)
+@require_http_methods(["GET", "POST"])
+def inspection(request, output_id):
+    """The text inspection partial: GET runs OCR (lazily, once), POST records inspections."""
+    output = _get_output_for_reviewer(output_id)
+    if request.method == "GET":
+        context = _inspection_context(output, ocr_text=_ocr_text(output))
+        return render(request, "review/output.html#inspection", context)
+    labels = expected_labels(output)
+    form = InspectionForm(request.POST, labels=labels)
+    if form.is_valid():
+        for label, observed, verdict, source in form.inspections():
+            inspect_text(output, request.user, label, observed, verdict, source)
+        if not request.htmx:
+            messages.success(request, "Text inspection recorded.")
+            return redirect("review:output", output_id=output.id)
+        output.refresh_from_db()
+        return render(request, "review/output.html#inspection", _inspection_context(output))
+    context = _inspection_context(output, form=form)
+    if request.htmx:
+        return render(request, "review/output.html#inspection", context)
+    return render(request, "review/output.html", _page_context(request, output, context))
+
+
+def _page_context(request, output, extra: dict) -> dict:
+    claim = ReviewClaim.objects.filter(output=output).select_related("reviewer").first()
+    base = {
+        "output": output,
+        "generation": output.request,
+        "claim": claim,
+        "claimed_by_other": bool(
+            claim and claim.reviewer_id != request.user.pk and claim.is_active
+        ),
+        "decision_form": DecisionForm(output=output),
+        "decisions": output.decisions.select_related("reviewer"),
+        "checks": output.request.frame_version.check_list() if output.request.frame_version else [],
+        **_inspection_context(output),
+    }
+    return {**base, **extra}
+
+
+@role_required(*REVIEWER_ROLES)
+@require_POST
+def output_decide(request, output_id):
+    output = _get_output_for_reviewer(output_id)
+    action = next((name for name in DecisionForm.ACTIONS if name in request.POST), None)
+    form = DecisionForm(request.POST, output=output, action=action)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            decide(output, request.user, data["verdict"], data["reason"], data["region_mask"])
+        except ValidationError as problem:
+            for field, errors in problem.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        except PermissionDenied as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            label = Decision.Verdict(data["verdict"]).label
+            messages.success(request, f"{label}: output of request {output.request_id}.")
+            return redirect("review:queue")
+    context = _page_context(request, output, {"decision_form": form})
+    return render(request, "review/output.html", context, status=200)
