@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test test-fast bench lint format install install-test system-test-deps migrate seed clean
+.PHONY: run test bench lint format install install-test system-test-deps migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,6 @@ run: seed
 		$(BIN)/honcho start -f Procfile
 
 ## system-test-deps: Debian's Chromium (browser tests) and tesseract (OCR assist), with apt-get
-SYSTEM_TEST_PACKAGES := chromium tesseract-ocr
 system-test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
@@ -53,6 +52,7 @@ test: install-test system-test-deps
 bench: install-test
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.concurrency
+	$(BIN)/python -m tests.bench.audit
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from studio import views as studio_views
@@ -10,7 +11,19 @@ urlpatterns = [
     path("", include("studio.urls")),
     path("review/", include("review.urls")),
     path("audit/", include("review.audit_urls")),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Log in, log out and change a password; no e-mailed reset (there is no mail set up).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "accounts/password_change/",
+        auth_views.PasswordChangeView.as_view(),
+        name="password_change",
+    ),
+    path(
+        "accounts/password_change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", studio_views.healthz, name="healthz"),
 ]

@@ -7,4 +7,6 @@ from review import audit_views
 app_name = "audit"
 urlpatterns = [
     path("", audit_views.dashboard, name="dashboard"),
+    path("attempts/", audit_views.attempts, name="attempts"),
+    path("attempts.csv", audit_views.export, name="export"),
 ]

@@ -1,10 +1,77 @@
+"""Admin audit pages: the dashboard, the attempt ledger and its CSV export.
+
+All three read the same GET filters through `audit.read_filters` and start from the same
+queryset, `audit.filtered_attempts`, so every figure drills down to the attempts behind it.
+"""
+
 from __future__ import annotations
 
-from django.shortcuts import render
+import csv
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 
+from django.http import StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from review import audit
 from studio.views import role_required
+
+ATTEMPTS_PER_PAGE = 50
+CSV_LINES_PER_CHUNK = 500
 
 
 @role_required("admin")
+@require_GET
 def dashboard(request):
-    return render(request, "review/audit/dashboard.html", {})
+    filters, form = audit.read_filters(request.GET)
+    context = {
+        "form": form,
+        "filters": filters,
+        "presets": audit.presets(filters),
+        **audit.dashboard(filters, form.routes),
+    }
+    return render(request, "review/audit/dashboard.html", context)
+
+
+@role_required("admin")
+@require_GET
+def attempts(request):
+    filters, form = audit.read_filters(request.GET)
+    page = audit.ledger_page(filters, request.GET.get("page"), ATTEMPTS_PER_PAGE)
+    context = {
+        "form": form,
+        "filters": filters,
+        "presets": audit.presets(filters),
+        "page": page,
+        "querystring": filters.querystring(),
+    }
+    return render(request, "review/audit/attempts.html", context)
+
+
+class _Echo:
+    """A file-like object for csv.writer that hands back each line instead of storing it."""
+
+    def write(self, text: str) -> str:
+        return text
+
+
+def _csv_chunks(lines: Iterable[list[str]]) -> Iterator[str]:
+    writer, lines = csv.writer(_Echo()), iter(lines)
+    while chunk := list(islice(lines, CSV_LINES_PER_CHUNK)):
+        yield "".join(writer.writerow(line) for line in chunk)
+
+
+@role_required("admin")
+@require_GET
+def export(request):
+    """The filtered ledger as CSV, streamed as the database cursor yields rows."""
+    filters, _ = audit.read_filters(request.GET)
+    lines = chain([audit.CSV_HEADER], audit.csv_rows(filters))
+    response = StreamingHttpResponse(_csv_chunks(lines), content_type="text/csv; charset=utf-8")
+    start = filters.start.isoformat() if filters.start else "first"
+    end = (filters.end or timezone.localdate()).isoformat()
+    response["Content-Disposition"] = f'attachment; filename="studio-attempts-{start}-to-{end}.csv"'
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import re
+from urllib.parse import urlencode
+
+from django import forms
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from studio.models import (
     Attempt,
@@ -13,19 +19,197 @@ from studio.models import (
     Route,
 )
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Shapes of API keys pasted where the variable's NAME belongs: refuse to store them.
+KEY_LIKE = re.compile(r"^(sk-|sk_|Bearer\s)|.{40,}")
+
+
+class RouteForm(forms.ModelForm):
+    base_url = forms.URLField(
+        required=False,
+        max_length=200,
+        assume_scheme="https",
+        help_text=Route._meta.get_field("base_url").help_text,
+    )
+
+    class Meta:
+        model = Route
+        fields = [
+            "name",
+            "owner",
+            "base_url",
+            "api_key_env",
+            "model_map",
+            "pricing_mode",
+            "price_per_call",
+            "enabled",
+            "timeout_seconds",
+            "max_attempts",
+            "fallback",
+            "retention_days",
+            "supports_edits",
+            "supports_masks",
+            "supports_assistant",
+            "supports_streaming",
+            "supports_transparent",
+        ]
+        widgets = {"model_map": forms.Textarea(attrs={"rows": 3, "cols": 60})}
+
+    def clean_api_key_env(self) -> str:
+        name = self.cleaned_data["api_key_env"].strip()
+        if name and KEY_LIKE.search(name):
+            raise forms.ValidationError(
+                "This looks like a key, not the name of a variable. Put the key in the "
+                "environment of the web and worker processes and write its variable's name here."
+            )
+        if name and not ENV_NAME.match(name):
+            raise forms.ValidationError(
+                "A variable name: letters, digits and _, e.g. OPENAI_API_KEY."
+            )
+        return name
+
+    def clean_model_map(self) -> dict:
+        mapping = self.cleaned_data["model_map"] or {}
+        if not isinstance(mapping, dict) or not all(
+            isinstance(key, str) and key.strip() and isinstance(value, str) and value.strip()
+            for key, value in mapping.items()
+        ):
+            raise forms.ValidationError(
+                'Write an object of model names, requested -> sent: {"gpt-image-2": "gpt-image-2"}.'
+            )
+        return {key.strip(): value.strip() for key, value in mapping.items()}
+
+    def clean_fallback(self):
+        fallback = self.cleaned_data["fallback"]
+        if fallback is not None and self.instance.pk and fallback.pk == self.instance.pk:
+            raise forms.ValidationError("A route cannot be its own fallback.")
+        return fallback
+
 
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
+    """Routes are contracts: who bills, where calls go, what they cost and what they can do.
+
+    The API key itself is never stored or shown: only the name of its environment variable
+    and whether that variable is set in this web process.
+    """
+
+    form = RouteForm
     list_display = [
         "name",
         "owner",
         "enabled",
-        "pricing_mode",
-        "price_per_call",
+        "readiness",
+        "key_variable",
+        "pricing",
+        "model_mapping",
         "timeout_seconds",
+        "max_attempts",
         "fallback",
+        "capabilities",
+        "audit_link",
     ]
     list_filter = ["enabled", "owner", "pricing_mode"]
+    search_fields = ["name", "owner", "base_url"]
+    readonly_fields = ["key_status", "pricing", "readiness", "audit_link"]
+    fieldsets = [
+        ("Contract", {"fields": ["name", "owner", "base_url", "api_key_env", "key_status"]}),
+        (
+            "Model mapping",
+            {
+                "fields": ["model_map"],
+                "description": "What the studio sends for each requested model. "
+                "Attempts record both names.",
+            },
+        ),
+        ("Pricing", {"fields": ["pricing_mode", "price_per_call", "pricing"]}),
+        (
+            "Calls",
+            {
+                "fields": [
+                    "enabled",
+                    "readiness",
+                    "timeout_seconds",
+                    "max_attempts",
+                    "fallback",
+                    "retention_days",
+                ]
+            },
+        ),
+        (
+            "Capabilities",
+            {
+                "fields": [
+                    "supports_edits",
+                    "supports_masks",
+                    "supports_assistant",
+                    "supports_streaming",
+                    "supports_transparent",
+                ]
+            },
+        ),
+        ("Audit", {"fields": ["audit_link"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("fallback")
+
+    @admin.display(description="API key variable")
+    def key_variable(self, route: Route) -> str:
+        if not route.api_key_env:
+            return "none needed (sandbox)" if route.is_sandbox else "none named"
+        if route.api_key():
+            return f"{route.api_key_env} (set)"
+        optional = "; optional for the sandbox" if route.is_sandbox else ""
+        return f"{route.api_key_env} (not set{optional})"
+
+    @admin.display(description="Key")
+    def key_status(self, route: Route) -> str:
+        if not route.api_key_env:
+            return "No variable named." + (" The sandbox needs none." if route.is_sandbox else "")
+        if route.api_key():
+            return f"{route.api_key_env} is set in this web process's environment."
+        if route.is_sandbox:
+            return (
+                f"{route.api_key_env} is not set in this web process's environment: the "
+                "sandbox answers without a key."
+            )
+        return (
+            f"{route.api_key_env} is not set in this web process's environment; set it for the "
+            "web and worker processes before enabling the route."
+        )
+
+    @admin.display(description="Pricing")
+    def pricing(self, route: Route) -> str:
+        return route.pricing_label
+
+    @admin.display(description="Ready?")
+    def readiness(self, route: Route) -> str:
+        return route.configuration_problem() or "ready"
+
+    @admin.display(description="Model mapping (requested → sent)")
+    def model_mapping(self, route: Route) -> str:
+        mapping = route.model_map or {}
+        if not mapping:
+            return "sent as requested"
+        return ", ".join(f"{requested} → {sent}" for requested, sent in sorted(mapping.items()))
+
+    @admin.display(description="Capabilities")
+    def capabilities(self, route: Route) -> str:
+        names = [
+            name
+            for name in ("edits", "masks", "assistant", "streaming", "transparent")
+            if getattr(route, f"supports_{name}")
+        ]
+        return ", ".join(names) or "generation only"
+
+    @admin.display(description="Attempts")
+    def audit_link(self, route: Route) -> str:
+        if route.pk is None:
+            return "—"
+        query = urlencode({"route": route.name, "start": "", "end": ""})
+        url = f"{reverse('audit:attempts')}?{query}"
+        return format_html('<a href="{}">Attempts on this route (all time)</a>', url)
 
 
 @admin.register(PriceSheet)

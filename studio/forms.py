@@ -1,19 +1,31 @@
 from __future__ import annotations
 
+import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.db import models
 
 from studio import imagerules, pricing
 from studio.models import (
     DEFAULT_MODEL,
     Budget,
     GenerationRequest,
+    OutputImage,
     PromptFrame,
     RenderedPrompt,
     Route,
     SlotErrors,
+)
+from studio.uploads import (
+    CheckedImage,
+    Role,
+    UploadRejected,
+    check_input_count,
+    read_input_image,
+    read_mask,
 )
 
 CUSTOM_SIZE = "custom"
@@ -91,10 +103,12 @@ class ComposerForm(forms.Form):
         help_text="Each preview adds output tokens.",
     )
 
+    operation = GenerationRequest.Operation.GENERATE
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.rendered: RenderedPrompt | None = None
-        self.fields["frame"].queryset = PromptFrame.objects.active()
+        self.fields["frame"].queryset = self.frames()
         routes = Route.objects.filter(enabled=True)
         self.fields["route"].queryset = routes
         if "route" not in self.initial:
@@ -112,6 +126,10 @@ class ComposerForm(forms.Form):
                 else forms.TextInput(attrs={"placeholder": slot.example}),
             )
             self.fields[SLOT_PREFIX + slot.name].slot = slot
+
+    @classmethod
+    def frames(cls) -> models.QuerySet[PromptFrame]:
+        return PromptFrame.objects.active()
 
     def _chosen_frame(self) -> PromptFrame | None:
         raw = self.data.get("frame") if self.is_bound else self.initial.get("frame")
@@ -167,11 +185,11 @@ class ComposerForm(forms.Form):
                 return
             self.rendered = RenderedPrompt(prompt, quoted_labels(prompt))
         else:
-            if frame.operation == PromptFrame.Operation.EDIT:
+            if frame.operation == PromptFrame.Operation.EDIT and self.operation != frame.operation:
                 self.add_error(
                     "frame",
-                    f"The {frame.name} frame edits an existing image, and edits with source "
-                    "images are not available in this studio yet. Choose a generation frame.",
+                    f"The {frame.name} frame edits an existing image: it needs a source image, "
+                    "so it is composed on the edit page.",
                 )
             values = {
                 bound.field.slot.name: self.cleaned_data.get(bound.name, "")
@@ -231,25 +249,36 @@ class ComposerForm(forms.Form):
             partial_images = self.fields["partial_images"].clean(self["partial_images"].value())
         except forms.ValidationError:
             partial_images = 0
-        settings = [values.get(name) for name in ("width", "height", "quality", "n")]
+        width, height = self.size_for_estimate(values)
+        settings = [width, height, values.get("quality"), values.get("n")]
         if preview.route and all(settings):
             preview.estimate = preview.route.estimate(
                 prompt=preview.prompt or "",
-                width=int(values["width"]),
-                height=int(values["height"]),
+                width=int(width),
+                height=int(height),
                 quality=values["quality"],
                 n=int(values["n"]),
                 partial_images=partial_images or 0,
+                input_images=self.input_sizes_for_estimate(),
             )
         return preview
 
+    def size_for_estimate(self, values: dict) -> tuple[int | None, int | None]:
+        return values.get("width"), values.get("height")
+
+    def input_sizes_for_estimate(self) -> list[tuple[int, int]]:
+        return []
+
     def submit(self, user) -> GenerationRequest:
         """Create and queue the request (raises BudgetExceeded, creating nothing)."""
+        return GenerationRequest.submit(**self.submission(user))
+
+    def submission(self, user) -> dict:
         data = self.cleaned_data
         slot_values = {
             bound.field.slot.name: data.get(bound.name, "") for bound in self.slot_fields()
         }
-        return GenerationRequest.submit(
+        return dict(
             created_by=user,
             route=data["route"],
             prompt=self.rendered.prompt,
@@ -305,3 +334,237 @@ def initial_from_request(generation: GenerationRequest) -> dict:
     else:
         initial["prompt"] = generation.prompt
     return {key: value for key, value in initial.items() if value is not None}
+
+
+SOURCE_SIZE = "source"
+INPUT_ACCEPT = ",".join(imagerules.INPUT_MIME_TYPES)
+MAX_CLIENT_EDGE = 100_000
+
+
+class MultipleFileInput(forms.FileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files under one name; cleans to a list (Django's documented recipe)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None) -> list:
+        if isinstance(data, list | tuple):
+            return [super(MultipleFileField, self).clean(item, initial) for item in data if item]
+        return [super().clean(data, initial)] if data else []
+
+
+class EditForm(ComposerForm):
+    """An edit: a source image (uploaded, or one of the studio's outputs), up to 15 reference
+    images and an optional mask, with an edit frame or a free prompt and the usual settings.
+
+    The files are checked by studio.uploads here, before anything is stored; the browser runs
+    the same rules (imagerules.rules_for_browser) before it uploads, but this is the check
+    that counts. `for_preview` forms see no files and check none: they only price the edit.
+    """
+
+    operation = GenerationRequest.Operation.EDIT
+
+    source = forms.FileField(
+        label="Source image",
+        required=False,
+        widget=forms.FileInput(attrs={"accept": INPUT_ACCEPT}),
+        help_text="PNG, JPEG or WebP, under 50 MB. The image the edit changes.",
+    )
+    source_output = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    references = MultipleFileField(
+        label="Reference images",
+        required=False,
+        widget=MultipleFileInput(attrs={"multiple": True, "accept": INPUT_ACCEPT}),
+        help_text=f"Up to {imagerules.MAX_INPUT_IMAGES - 1} more images the edit may draw on.",
+    )
+    mask = forms.FileField(
+        required=False,
+        widget=forms.FileInput(attrs={"accept": imagerules.MIME_BY_FORMAT["png"]}),
+        help_text="A PNG the size of the source with an alpha channel: fully transparent "
+        "pixels mark the area to change. Or paint it over the source.",
+    )
+    # The sizes of the chosen files as the browser measured them: used to price the live
+    # preview only (the files themselves are not sent until submission).
+    input_sizes = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, user=None, for_preview: bool = False, **kwargs) -> None:
+        self.user = user
+        self.for_preview = for_preview
+        super().__init__(*args, **kwargs)
+        self.checked_inputs: list[CheckedImage] = []
+        self.source_from_output: OutputImage | None = self._source_output()
+        presets = list(self.fields["size"].choices)
+        self.fields["size"].choices = [(SOURCE_SIZE, self._source_size_label()), *presets]
+        self.fields["size"].initial = SOURCE_SIZE
+        if "size" not in self.initial:
+            self.initial["size"] = SOURCE_SIZE
+
+    @classmethod
+    def frames(cls) -> models.QuerySet[PromptFrame]:
+        return PromptFrame.objects.active().filter(operation=PromptFrame.Operation.EDIT)
+
+    def _source_output(self) -> OutputImage | None:
+        raw = self.data.get("source_output") if self.is_bound else self.initial.get("source_output")
+        if not raw or self.user is None:
+            return None
+        try:
+            return (
+                OutputImage.objects.filter(
+                    request__in=GenerationRequest.objects.visible_to(self.user),
+                    kind=OutputImage.Kind.FINAL,
+                    deleted_at__isnull=True,
+                )
+                .select_related("request")
+                .filter(pk=raw)
+                .first()
+            )
+        except ValidationError:
+            return None
+
+    def _source_size_label(self) -> str:
+        output = self.source_from_output
+        if output is None:
+            return "Same as the source image"
+        width, height = imagerules.edit_output_size(output.width, output.height)
+        return f"Same as the source ({width} x {height})"
+
+    def setting_fields(self) -> list[forms.BoundField]:
+        return [field for field in super().setting_fields() if field.name != "partial_images"]
+
+    def clean(self) -> dict:
+        if not self.for_preview:
+            self._clean_inputs()
+        data = super().clean()
+        route = data.get("route")
+        if route is not None and not route.supports_edits:
+            self.add_error("route", f"Route {route.name} does not take edits.")
+        has_mask = any(item.role == Role.MASK for item in self.checked_inputs)
+        if route is not None and has_mask and not route.supports_masks:
+            self.add_error("mask", f"Route {route.name} does not take masks.")
+        return data
+
+    def _clean_inputs(self) -> None:
+        """Read and check every file; each broken rule is an error next to its field."""
+        data = self.cleaned_data
+        upload, references = data.get("source"), data.get("references") or []
+        if data.get("source_output") and self.source_from_output is None:
+            self.add_error("source", "That output is not available to edit.")
+            return
+        if upload is None and self.source_from_output is None:
+            self.add_error("source", "Choose the image to edit.")
+            return
+        if self.errors.get("references"):
+            return
+        try:
+            check_input_count(1 + len(references))
+        except UploadRejected as problem:
+            self.add_error("references", str(problem))
+            return
+        try:
+            if upload is not None:
+                source = read_input_image(upload, upload.size, upload.name, Role.SOURCE)
+            else:
+                source = self._checked_output(self.source_from_output)
+        except UploadRejected as problem:
+            self.add_error("source", str(problem))
+            return
+        checked = [source]
+        for file in references:
+            try:
+                checked.append(read_input_image(file, file.size, file.name, Role.REFERENCE))
+            except UploadRejected as problem:
+                self.add_error("references", f"{file.name}: {problem}")
+        mask = data.get("mask")
+        if mask is not None:
+            try:
+                checked.append(read_mask(mask, mask.size, mask.name, source))
+            except UploadRejected as problem:
+                self.add_error("mask", str(problem))
+        if not self.errors:
+            self.checked_inputs = checked
+
+    def _checked_output(self, output: OutputImage) -> CheckedImage:
+        try:
+            data = output.read()
+        except OSError:
+            raise UploadRejected("That output's file is no longer stored.") from None
+        name = f"output {output.index + 1} of request {output.request_id}"
+        checked = read_input_image(io.BytesIO(data), len(data), name, Role.SOURCE)
+        return replace(checked, from_output=output)
+
+    def _clean_size(self, data: dict) -> None:
+        if data.get("size") != SOURCE_SIZE:
+            super()._clean_size(data)
+            return
+        size = self._source_dimensions()
+        if size is None:
+            if not self.for_preview and not self.errors.get("source"):
+                self.add_error("size", "Choose a source image, or a size.")
+            return
+        data["width"], data["height"] = imagerules.edit_output_size(*size)
+
+    def _source_dimensions(self) -> tuple[int, int] | None:
+        if self.checked_inputs:
+            return self.checked_inputs[0].width, self.checked_inputs[0].height
+        if self.source_from_output is not None:
+            return self.source_from_output.width, self.source_from_output.height
+        if self.for_preview:
+            sizes = self._client_sizes()
+            return sizes[0] if sizes else None
+        return None
+
+    def _client_sizes(self) -> list[tuple[int, int]]:
+        raw = str(self.data.get("input_sizes") or "") if self.is_bound else ""
+        sizes = []
+        for part in raw.split(",")[: imagerules.MAX_INPUT_IMAGES]:
+            parsed = imagerules.parse_size(part)
+            if parsed and 0 < parsed[0] <= MAX_CLIENT_EDGE and 0 < parsed[1] <= MAX_CLIENT_EDGE:
+                sizes.append(parsed)
+        return sizes
+
+    def size_for_estimate(self, values: dict) -> tuple[int | None, int | None]:
+        if values.get("size") == SOURCE_SIZE and not values.get("width"):
+            size = self._source_dimensions()
+            return imagerules.edit_output_size(*size) if size else (None, None)
+        return super().size_for_estimate(values)
+
+    def input_sizes_for_estimate(self) -> list[tuple[int, int]]:
+        if self.checked_inputs:
+            return [(i.width, i.height) for i in self.checked_inputs if i.role != Role.MASK]
+        sizes = self._client_sizes()
+        if self.source_from_output is not None:
+            # The browser lists the source first when it measured one; from an output it
+            # measured only the references.
+            sizes = [(self.source_from_output.width, self.source_from_output.height), *sizes]
+        return sizes
+
+    def submission(self, user) -> dict:
+        return {
+            **super().submission(user),
+            "inputs": self.checked_inputs,
+            "parent_output": self.source_from_output,
+        }
+
+
+def initial_for_edit(
+    frame: PromptFrame | None, output: OutputImage | None, generation=None
+) -> dict:
+    """The edit page's starting values: a frame's settings, a request's, and the source."""
+    initial: dict = {}
+    if generation is not None:
+        initial.update(initial_from_request(generation))
+        initial.pop("partial_images", None)
+    elif frame is not None:
+        initial.update(initial_for_frame(frame))
+    if output is not None:
+        initial["source_output"] = output.pk
+        initial.setdefault("output_format", output.format)
+    initial["size"] = SOURCE_SIZE
+    initial.pop("width", None)
+    initial.pop("height", None)
+    return initial

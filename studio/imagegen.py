@@ -93,6 +93,17 @@ def generation_params(request) -> dict:
     return params
 
 
+FileTuple = tuple[str, bytes, str]  # (filename, bytes, mime type), as the SDK takes a file
+
+
+@dataclass(frozen=True)
+class EditInputs:
+    """What an edit uploads: the images (source first, then references) and the mask."""
+
+    images: list[FileTuple]
+    mask: FileTuple | None = None
+
+
 def generate(route, request) -> GenerationResult:
     """Call images.generate on the route for this request; raise ImageGenError on failure."""
     client = client_for(route)
@@ -101,6 +112,30 @@ def generate(route, request) -> GenerationResult:
         response = raw.parse()
     except openai.APIError as error:
         raise classify(error) from error
+    return _result(raw, response, request)
+
+
+def edit(route, request, inputs: EditInputs) -> GenerationResult:
+    """Call images.edit with the request's images and mask; raise ImageGenError on failure.
+
+    The images go as (filename, bytes, mime) tuples so the multipart parts carry the image
+    type the API checks before it reads a byte; the mask applies to the first image.
+    """
+    client = client_for(route)
+    params = generation_params(request)
+    # One image goes as `image`, several as the `image[]` array, as OpenAI's examples send them.
+    params["image"] = inputs.images[0] if len(inputs.images) == 1 else inputs.images
+    if inputs.mask is not None:
+        params["mask"] = inputs.mask
+    try:
+        raw = client.images.with_raw_response.edit(**params)
+        response = raw.parse()
+    except openai.APIError as error:
+        raise classify(error) from error
+    return _result(raw, response, request)
+
+
+def _result(raw, response, request) -> GenerationResult:
     provider_request_id = raw.headers.get("x-request-id", "")
     usage = Usage.from_api(response.usage.model_dump() if response.usage else None)
     images = []

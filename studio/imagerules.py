@@ -76,13 +76,45 @@ INPUT_MIME_TYPES = tuple(MIME_BY_FORMAT[name] for name in ALLOWED_INPUT_FORMATS)
 MASK_FORMAT = "png"
 
 
+# Every upload and mask message, as templates: the functions below fill them for the forms and
+# the sandbox, and rules_for_browser() hands the same text to the browser's checks.
+UPLOAD_MESSAGES = {
+    "no_input": "An edit needs at least one input image.",
+    "too_many_inputs": "An edit takes at most {max_images} input images ({count} given).",
+    "input_bytes": "Each input image must be smaller than {limit} (this one is {size}).",
+    "input_format": "Each input image must be a PNG, JPEG or WebP file (this one is {shown}).",
+    "input_pixels": "Each input image may have at most {max_pixels} pixels "
+    "(this one has {pixels}).",
+    "unreadable": "not a readable image",
+    "damaged": "The file is damaged or cut short: it cannot be read as a whole {format} image.",
+    "trailing_data": "The file goes on for {extra} bytes after the end of its {format} image "
+    "(HTML or a script, say). Save it again from an image editor and choose it again.",
+    "gps": "The photo carries GPS location data (EXIF). Export it without its location and "
+    "choose it again: the studio does not send where a photo was taken to an image provider.",
+    "mask_bytes": "The mask must be smaller than {limit} (it is {size}).",
+    "mask_format": "The mask must be a PNG file (it is {shown}).",
+    "mask_alpha": "The mask must be a PNG with an alpha channel: its fully transparent pixels "
+    "mark the area to edit.",
+    "mask_size": "The mask must have the same dimensions as the image "
+    "(mask {mask_width}x{mask_height}, image {width}x{height}).",
+}
+
+
+def upload_message(key: str, **values: object) -> str:
+    return UPLOAD_MESSAGES[key].format(**values)
+
+
 def input_count_problems(count: int) -> list[str]:
     """One message when an edit has no input image or more than MAX_INPUT_IMAGES."""
     if count < 1:
-        return ["An edit needs at least one input image."]
+        return [upload_message("no_input")]
     if count > MAX_INPUT_IMAGES:
-        return [f"An edit takes at most {MAX_INPUT_IMAGES} input images ({count} given)."]
+        return [upload_message("too_many_inputs", max_images=MAX_INPUT_IMAGES, count=count)]
     return []
+
+
+def _shown_format(image_format: str | None) -> str:
+    return image_format.upper() if image_format else UPLOAD_MESSAGES["unreadable"]
 
 
 def input_image_problems(
@@ -96,18 +128,19 @@ def input_image_problems(
     problems = []
     if image_bytes > MAX_INPUT_BYTES:
         problems.append(
-            f"Each input image must be smaller than {_megabytes(MAX_INPUT_BYTES)} "
-            f"(this one is {_megabytes(image_bytes)})."
+            upload_message(
+                "input_bytes", limit=_megabytes(MAX_INPUT_BYTES), size=_megabytes(image_bytes)
+            )
         )
     if image_format not in ALLOWED_INPUT_FORMATS:
-        shown = image_format.upper() if image_format else "not a readable image"
-        problems.append(f"Each input image must be a PNG, JPEG or WebP file (this one is {shown}).")
+        problems.append(upload_message("input_format", shown=_shown_format(image_format)))
     if width * height > MAX_INPUT_PIXELS:
-        problems.append(
-            f"Each input image may have at most {MAX_INPUT_PIXELS:,} pixels "
-            f"(this one has {width * height:,})."
-        )
+        problems.append(pixel_problem(width * height))
     return problems
+
+
+def pixel_problem(pixels: int) -> str:
+    return upload_message("input_pixels", max_pixels=f"{MAX_INPUT_PIXELS:,}", pixels=f"{pixels:,}")
 
 
 def mask_problems(
@@ -127,24 +160,53 @@ def mask_problems(
     problems = []
     if mask_bytes > MAX_MASK_BYTES:
         problems.append(
-            f"The mask must be smaller than {_megabytes(MAX_MASK_BYTES)} "
-            f"(it is {_megabytes(mask_bytes)})."
+            upload_message(
+                "mask_bytes", limit=_megabytes(MAX_MASK_BYTES), size=_megabytes(mask_bytes)
+            )
         )
     if mask_format != MASK_FORMAT:
-        shown = mask_format.upper() if mask_format else "not a readable image"
-        problems.append(f"The mask must be a PNG file (it is {shown}).")
+        problems.append(upload_message("mask_format", shown=_shown_format(mask_format)))
     elif not mask_has_alpha:
-        problems.append(
-            "The mask must be a PNG with an alpha channel: its fully transparent pixels mark "
-            "the area to edit."
-        )
+        problems.append(upload_message("mask_alpha"))
     readable = mask_format is not None and mask_width > 0 and mask_height > 0
     if readable and (mask_width, mask_height) != (source_width, source_height):
         problems.append(
-            f"The mask must have the same dimensions as the image "
-            f"(mask {mask_width}x{mask_height}, image {source_width}x{source_height})."
+            upload_message(
+                "mask_size",
+                mask_width=mask_width,
+                mask_height=mask_height,
+                width=source_width,
+                height=source_height,
+            )
         )
     return problems
+
+
+def edit_output_size(source_width: int, source_height: int) -> tuple[int, int]:
+    """The legal output size closest to the source's own: the same shape, edges rounded to
+    multiples of 16, scaled into the pixel and edge limits. The sandbox (and the drift check)
+    crop about the centre when the shapes differ, so keeping the shape keeps every pixel."""
+    if not size_problems(source_width, source_height):
+        return source_width, source_height
+    ratio = max(source_width, source_height) / max(1, min(source_width, source_height))
+    ratio = min(ratio, MAX_ASPECT_RATIO)
+    landscape = source_width >= source_height
+    pixels = min(max(source_width * source_height, MIN_PIXELS), MAX_PIXELS)
+    short = (pixels / ratio) ** 0.5
+    long_edge = min(MAX_EDGE, short * ratio)
+    short = long_edge / ratio
+    for _ in range(64):
+        long_px = max(EDGE_MULTIPLE, round(long_edge / EDGE_MULTIPLE) * EDGE_MULTIPLE)
+        short_px = max(EDGE_MULTIPLE, round(short / EDGE_MULTIPLE) * EDGE_MULTIPLE)
+        width, height = (long_px, short_px) if landscape else (short_px, long_px)
+        problems = size_problems(width, height)
+        if not problems:
+            return width, height
+        # Nudge towards the limit that was broken, keeping the shape.
+        grow = width * height < MIN_PIXELS
+        factor = 1.02 if grow else 0.98
+        long_edge, short = long_edge * factor, short * factor
+    return 1024, 1024
 
 
 def rules_for_browser() -> dict:
@@ -176,6 +238,7 @@ def rules_for_browser() -> dict:
             "needs_alpha": True,
             "same_size_as_first_image": True,
         },
+        "messages": UPLOAD_MESSAGES,
     }
 
 

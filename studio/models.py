@@ -1,17 +1,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import models, transaction
 from django.db.models import Q, Sum, Value
 from django.db.models.functions import Coalesce, Concat
@@ -19,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from studio import imagerules, pricing
+from studio.uploads import CheckedImage
 
 DEFAULT_MODEL = "gpt-image-2"
 log = logging.getLogger(__name__)
@@ -138,6 +142,7 @@ class Route(models.Model):
         """Whether this route has every capability the request needs."""
         needs = {
             "supports_edits": request.operation == GenerationRequest.Operation.EDIT,
+            "supports_masks": request.has_mask,
             "supports_assistant": request.operation == GenerationRequest.Operation.ASSISTANT,
             "supports_streaming": request.partial_images > 0,
             "supports_transparent": request.background == "transparent",
@@ -153,7 +158,7 @@ class Route(models.Model):
         if self.pricing_mode == self.PricingMode.PER_CALL:
             if self.price_per_call is None:
                 return f"{self.owner} flat price per call (unpriced: no price set)"
-            return f"${self.price_per_call} per call, {self.owner}'s price"
+            return f"${self.price_per_call} per image, {self.owner}'s flat price"
         if self.is_sandbox:
             return "simulated at OpenAI's token prices, not billed"
         return "per token, OpenAI price sheet"
@@ -168,6 +173,7 @@ class Route(models.Model):
         n: int = 1,
         partial_images: int = 0,
         requested_model: str = DEFAULT_MODEL,
+        input_images: Sequence[tuple[int, int]] = (),
     ) -> pricing.Estimate:
         """The cost estimate shown before submission and stored on the request."""
         per_call = self.pricing_mode == self.PricingMode.PER_CALL
@@ -180,6 +186,7 @@ class Route(models.Model):
             prompt=prompt,
             sheet=None if per_call else PriceSheet.objects.in_force(requested_model),
             price_per_call=self.price_per_call if per_call else None,
+            input_images=input_images,
         )
 
 
@@ -465,6 +472,29 @@ class PromptFrameVersion(FrameContent):
         return f"{self.name} v{self.number}"
 
 
+class SubmissionFlood(Exception):
+    """More submissions in the last minute than one person should make."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many submissions: at most {limit} a minute per person. Wait a moment and "
+            "submit again; nothing was queued."
+        )
+
+    @classmethod
+    def enforce(cls, user) -> None:
+        """Raise when the user is over the per-minute limit. Call inside a transaction."""
+        from django.contrib.auth import get_user_model
+
+        # Serialize one user's submissions so a burst cannot slip past the count.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        recent = GenerationRequest.objects.filter(
+            created_by=user, created_at__gte=timezone.now() - timedelta(minutes=1)
+        ).count()
+        if recent >= settings.SUBMISSIONS_PER_MINUTE:
+            raise cls(settings.SUBMISSIONS_PER_MINUTE)
+
+
 class BudgetExceeded(Exception):
     def __init__(self, budget: Budget, spent: Decimal, estimate: Decimal | None) -> None:
         self.budget, self.spent, self.estimate = budget, spent, estimate
@@ -687,12 +717,18 @@ class GenerationRequest(models.Model):
         frame_version: PromptFrameVersion | None = None,
         slot_values: dict | None = None,
         expected_text_labels: list[str] | None = None,
+        inputs: Sequence[CheckedImage] = (),
+        parent_output: OutputImage | None = None,
     ) -> GenerationRequest:
         """Record a request with its estimate and queue it once the transaction commits.
 
-        Raises BudgetExceeded, leaving nothing behind, when the estimate does not fit in
-        what is left of the user's or the studio's monthly budget.
+        With `inputs` (a source, references and perhaps a mask, checked by studio.uploads)
+        it is an edit: they are stored under inputs/<request-id>/ with the row, and if
+        anything fails their files are deleted with it. Raises BudgetExceeded, leaving
+        nothing behind, when the estimate does not fit in what is left of the user's or the
+        studio's monthly budget.
         """
+        images = [item for item in inputs if item.role != InputImage.Role.MASK]
         estimate = route.estimate(
             prompt=prompt,
             width=width,
@@ -701,32 +737,45 @@ class GenerationRequest(models.Model):
             n=n,
             partial_images=partial_images,
             requested_model=requested_model,
+            input_images=[(item.width, item.height) for item in images],
         )
-        with transaction.atomic():
-            if not route.is_sandbox:
-                Budget.enforce(created_by, estimate.cost)
-            request = cls.objects.create(
-                created_by=created_by,
-                route=route,
-                prompt=prompt,
-                prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-                frame_version=frame_version,
-                slot_values=slot_values or {},
-                expected_text_labels=expected_text_labels or [],
-                width=width,
-                height=height,
-                quality=quality,
-                output_format=output_format,
-                output_compression=output_compression,
-                background=background,
-                n=n,
-                partial_images=partial_images,
-                requested_model=requested_model,
-                provider_model=route.model_sent_for(requested_model),
-                estimated_output_tokens=estimate.output_tokens,
-                estimated_cost=estimate.cost,
-            )
-            transaction.on_commit(request.enqueue)
+        stored: list[str] = []
+        try:
+            with transaction.atomic():
+                SubmissionFlood.enforce(created_by)
+                if not route.is_sandbox:
+                    Budget.enforce(created_by, estimate.cost)
+                request = cls.objects.create(
+                    created_by=created_by,
+                    route=route,
+                    operation=cls.Operation.EDIT if inputs else cls.Operation.GENERATE,
+                    parent_output=parent_output,
+                    prompt=prompt,
+                    prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+                    frame_version=frame_version,
+                    slot_values=slot_values or {},
+                    expected_text_labels=expected_text_labels or [],
+                    width=width,
+                    height=height,
+                    quality=quality,
+                    output_format=output_format,
+                    output_compression=output_compression,
+                    background=background,
+                    n=n,
+                    partial_images=partial_images,
+                    requested_model=requested_model,
+                    provider_model=route.model_sent_for(requested_model),
+                    estimated_output_tokens=estimate.output_tokens,
+                    estimated_cost=estimate.cost,
+                )
+                for position, checked in enumerate(inputs):
+                    stored.append(InputImage.store(request, position, checked).file.name)
+                transaction.on_commit(request.enqueue)
+        except BaseException:
+            # The rows roll back with the transaction; files in storage do not.
+            for name in stored:
+                default_storage.delete(name)
+            raise
         return request
 
     def resubmit(self, created_by) -> GenerationRequest:
@@ -739,6 +788,8 @@ class GenerationRequest(models.Model):
             frame_version=self.frame_version,
             slot_values=self.slot_values,
             expected_text_labels=self.expected_text_labels,
+            inputs=[item.checked() for item in self.inputs.all()],
+            parent_output=self.parent_output,
             **self.image_settings(),
         )
 
@@ -918,11 +969,38 @@ class GenerationRequest(models.Model):
     def last_failed_attempt(self) -> Attempt | None:
         return self.attempts.filter(outcome=Attempt.Outcome.FAILED).order_by("-number").first()
 
+    @property
+    def is_edit(self) -> bool:
+        return self.operation == self.Operation.EDIT
+
+    @property
+    def has_mask(self) -> bool:
+        return self.is_edit and self.inputs.filter(role=InputImage.Role.MASK).exists()
+
+    @property
+    def source_input(self) -> InputImage | None:
+        return self.inputs.filter(role=InputImage.Role.SOURCE).first()
+
+    @property
+    def mask_input(self) -> InputImage | None:
+        return self.inputs.filter(role=InputImage.Role.MASK).first()
+
+    @property
+    def reference_inputs(self) -> models.QuerySet[InputImage]:
+        return self.inputs.filter(role=InputImage.Role.REFERENCE)
+
+    def edits_of_outputs(self) -> GenerationRequestQuerySet:
+        """Edit requests made from this request's outputs: the lineage's next generation."""
+        return GenerationRequest.objects.filter(parent_output__request=self).select_related(
+            "parent_output"
+        )
+
     def request_shape(self) -> dict:
         """What the seeds call request_shape: enough to reproduce cost and latency spikes."""
         return {
             "prompt_sha256": self.prompt_sha256,
-            "input_image_count": 0,
+            "input_image_count": self.inputs.exclude(role=InputImage.Role.MASK).count(),
+            "mask": self.has_mask,
             "size": self.size,
             "quality": self.quality,
             "output_format": self.output_format,
@@ -997,6 +1075,27 @@ class Attempt(models.Model):
                 condition=Q(cost__isnull=True) | Q(cost__gte=Decimal(0)), name="cost_not_negative"
             ),
         ]
+        indexes = [
+            # The audit reads a date range of attempts and only these columns: PostgreSQL
+            # answers its aggregates and the newest-first list from this index alone.
+            models.Index(
+                fields=[
+                    "started_at",
+                    "route",
+                    "route_owner",
+                    "cost_basis",
+                    "outcome",
+                    "retry_reason",
+                    "model_requested",
+                    "model_sent",
+                    "number",
+                    "cost",
+                    "latency_ms",
+                    "request",
+                ],
+                name="attempt_audit_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} #{self.number}"
@@ -1027,18 +1126,15 @@ class Attempt(models.Model):
         http_status: int,
         started: float,
         ended: float,
+        images: int = 1,
     ) -> None:
         self._close(started, ended)
         self.outcome = self.Outcome.SUCCEEDED
         self.provider_request_id = provider_request_id
         self.http_status = http_status
         if usage is not None:
-            self.input_text_tokens = usage.input_text_tokens
-            self.input_image_tokens = usage.input_image_tokens
-            self.cached_input_tokens = usage.cached_text_tokens + usage.cached_image_tokens
-            self.output_image_tokens = usage.output_image_tokens
-            self.output_text_tokens = usage.output_text_tokens
-        self.price(usage)
+            self.record_usage(usage)
+        self.price(usage, images=images)
         self.save()
 
     def record_failure(
@@ -1062,8 +1158,7 @@ class Attempt(models.Model):
         self.provider_request_id = provider_request_id
         if billed_usage is not None:
             # The provider answered and billed, but what came back was unusable.
-            self.output_image_tokens = billed_usage.output_image_tokens
-            self.input_text_tokens = billed_usage.input_text_tokens
+            self.record_usage(billed_usage)
             self.price(billed_usage)
         elif reason in (self.RetryReason.TIMEOUT, self.RetryReason.UNKNOWN):
             # No answer: the provider may still have finished, and billed, the call.
@@ -1095,15 +1190,27 @@ class Attempt(models.Model):
             ]
         )
 
-    def price(self, usage: pricing.Usage | None) -> None:
-        """Cost from the route's per-call price or from usage under the sheet in force."""
+    def record_usage(self, usage: pricing.Usage) -> None:
+        """Every token class the provider reported, so the ledger shows what was priced."""
+        self.input_text_tokens = usage.input_text_tokens
+        self.input_image_tokens = usage.input_image_tokens
+        self.cached_input_tokens = usage.cached_text_tokens + usage.cached_image_tokens
+        self.output_image_tokens = usage.output_image_tokens
+        self.output_text_tokens = usage.output_text_tokens
+
+    def price(self, usage: pricing.Usage | None, images: int = 1) -> None:
+        """Cost from the route's flat price (per image generated, as the estimate counts it)
+        or from usage under the price sheet in force for the model the provider ran."""
         if self.route.pricing_mode == Route.PricingMode.PER_CALL:
             if self.route.price_per_call is None:
                 self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
             else:
-                self.cost, self.cost_basis = self.route.price_per_call, self.CostBasis.PER_CALL
+                self.cost = self.route.price_per_call * max(1, images)
+                self.cost_basis = self.CostBasis.PER_CALL
             return
-        sheet = PriceSheet.objects.in_force(self.model_requested, self.started_at)
+        sheet = PriceSheet.objects.in_force(
+            self.model_sent, self.started_at
+        ) or PriceSheet.objects.in_force(self.model_requested, self.started_at)
         if usage is None or sheet is None:
             self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
             return
@@ -1175,6 +1282,23 @@ class OutputImage(models.Model):
     def content_type(self) -> str:
         return imagerules.MIME_BY_FORMAT.get(self.format, "application/octet-stream")
 
+    @property
+    def drift_percent(self) -> float | None:
+        return None if self.drift_ratio is None else 100 * self.drift_ratio
+
+    def record_drift(self, ratio: float | None) -> None:
+        """Keep how much of the protected area an edit changed; above the threshold the
+        output is flagged for the reviewer (the route may have ignored the mask)."""
+        from studio.drift import DRIFT_THRESHOLD
+
+        self.drift_ratio = ratio
+        self.drift_flagged = ratio is not None and ratio > DRIFT_THRESHOLD
+        self.save(update_fields=["drift_ratio", "drift_flagged"])
+
+    def read(self) -> bytes:
+        with self.file.open("rb") as handle:
+            return handle.read()
+
 
 def store_output(request: GenerationRequest, attempt: Attempt, index: int, image) -> OutputImage:
     """Save one verified image under outputs/<request-id>/ and record where it went."""
@@ -1196,3 +1320,167 @@ def store_output(request: GenerationRequest, attempt: Attempt, index: int, image
     output.public_url = output.file.url
     output.save()
     return output
+
+
+def input_upload_to(instance: InputImage, filename: str) -> str:
+    return f"inputs/{instance.request_id}/{filename}"
+
+
+class InputImage(models.Model):
+    """An image an edit sends: the source, a reference, or the mask; re-encoded when checked
+    (studio.uploads) and kept so every retry sends the same bytes."""
+
+    class Role(models.TextChoices):
+        SOURCE = "source", "Source image"
+        REFERENCE = "reference", "Reference image"
+        MASK = "mask", "Mask"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="inputs")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    position = models.PositiveSmallIntegerField(help_text="Order sent: the source first.")
+    file = models.FileField(upload_to=input_upload_to, max_length=300)
+    sha256 = models.CharField(max_length=64, help_text="Of the stored (re-encoded) file.")
+    bytes = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10)
+    mode = models.CharField(max_length=10)
+    original_name = models.CharField(max_length=200, blank=True)
+    original_sha256 = models.CharField(max_length=64, help_text="Of the file as uploaded.")
+    from_output = models.ForeignKey(
+        OutputImage,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The studio output this input was taken from (Edit this image).",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["request", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "position"], name="one_input_per_position"),
+            models.UniqueConstraint(
+                fields=["request"], condition=Q(role="source"), name="one_source_per_request"
+            ),
+            models.UniqueConstraint(
+                fields=["request"], condition=Q(role="mask"), name="one_mask_per_request"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.file.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("studio:input-file", args=[self.id])
+
+    @property
+    def content_type(self) -> str:
+        return imagerules.MIME_BY_FORMAT.get(self.format, "application/octet-stream")
+
+    @classmethod
+    def store(
+        cls,
+        request: GenerationRequest,
+        position: int,
+        checked: CheckedImage,
+        from_output: OutputImage | None = None,
+    ) -> InputImage:
+        """Save a checked image as inputs/<request-id>/<uuid>.<ext> and record it."""
+        row = cls(
+            request=request,
+            role=checked.role,
+            position=position,
+            sha256=checked.sha256,
+            bytes=len(checked.data),
+            width=checked.width,
+            height=checked.height,
+            format=checked.format,
+            mode=checked.mode,
+            original_name=checked.original_name,
+            original_sha256=checked.original_sha256,
+            from_output=from_output or checked.from_output,
+        )
+        row.file.save(f"{row.id}.{checked.extension}", ContentFile(checked.data), save=False)
+        try:
+            row.save()
+        except BaseException:
+            row.file.storage.delete(row.file.name)
+            raise
+        return row
+
+    def read(self) -> bytes:
+        with self.file.open("rb") as handle:
+            return handle.read()
+
+    def checked(self) -> CheckedImage:
+        """This stored input as a checked image again (to run an edit again)."""
+        return CheckedImage(
+            role=self.role,
+            data=self.read(),
+            width=self.width,
+            height=self.height,
+            format=self.format,
+            mode=self.mode,
+            original_name=self.original_name,
+            original_sha256=self.original_sha256,
+            original_bytes=self.bytes,
+            from_output=self.from_output,
+        )
+
+    def upload_tuple(self) -> tuple[str, bytes, str]:
+        """(filename, bytes, mime type): how the openai SDK takes a file part."""
+        extension = self.file.name.rsplit(".", 1)[-1]
+        return (f"{self.role}-{self.position}.{extension}", self.read(), self.content_type)
+
+
+def launch_suggested_edit(decision, user) -> GenerationRequest:
+    """Submit the targeted edit a reviewer suggested: the decision's output is the source, its
+    drawn region the mask, its reason the change. Same route and settings as the original."""
+    from studio import uploads
+
+    output = decision.output
+    original = output.request
+    source_bytes = output.read()
+    source = uploads.read_input_image(
+        io.BytesIO(source_bytes), len(source_bytes), f"output of {original.id}", "source"
+    )
+    source = replace(source, from_output=output)
+    with decision.region_mask.open("rb") as handle:
+        mask_bytes = handle.read()
+    mask = uploads.read_mask(io.BytesIO(mask_bytes), len(mask_bytes), "review region", source)
+    frame = PromptFrame.objects.filter(key="targeted-edit", is_active=True).first()
+    slots = {
+        "fixed": "everything outside the marked region",
+        "region": "the marked region",
+        "new_detail": decision.reason,
+        "protected": "the subject, its angle and any text outside the marked region",
+    }
+    if frame is not None:
+        version = frame.current_version
+        rendered = version.render(slots)
+    else:
+        version = None
+        rendered = RenderedPrompt(
+            f"Change only the marked region: {decision.reason}. Keep everything else exactly "
+            "as it is.",
+            [],
+        )
+    return GenerationRequest.submit(
+        created_by=user,
+        route=original.route,
+        prompt=rendered.prompt,
+        width=output.width,
+        height=output.height,
+        quality=original.quality,
+        output_format=original.output_format,
+        output_compression=original.output_compression,
+        background=original.background,
+        frame_version=version,
+        slot_values=slots if version else {},
+        expected_text_labels=list(original.expected_text_labels),
+        inputs=[source, mask],
+        parent_output=output,
+    )

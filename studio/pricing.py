@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -12,6 +13,16 @@ QUALITY_FACTOR = {"low": 16, "medium": 48, "high": 96}
 PARTIAL_IMAGE_OUTPUT_TOKENS = 100
 ONE_MILLION = Decimal(1_000_000)
 
+# Input image tokens, by the tile rule OpenAI documents for image inputs to its GPT models:
+# scale the image to fit 2048x2048, then its short side down to 768, and count
+# BASE + PER_TILE for every 512-pixel tile that covers it (1024x1024 -> 4 tiles -> 765).
+# The sandbox bills with this same function, as it bills output tokens with the one below.
+INPUT_IMAGE_BASE_TOKENS = 85
+INPUT_IMAGE_TILE_TOKENS = 170
+INPUT_TILE_EDGE = 512
+INPUT_FIT_EDGE = 2048
+INPUT_SHORT_EDGE = 768
+
 
 def estimate_output_tokens(width: int, height: int, quality: str) -> int:
     """Output tokens gpt-image-2 bills for one image of this size and quality."""
@@ -19,6 +30,16 @@ def estimate_output_tokens(width: int, height: int, quality: str) -> int:
     long_edge, short_edge = max(width, height), min(width, height)
     scaled = (2 * factor * short_edge + long_edge) // (2 * long_edge)
     return math.ceil(factor * scaled * (2_000_000 + width * height) / 4_000_000)
+
+
+def estimate_input_image_tokens(width: int, height: int) -> int:
+    """Input tokens one input image of this size costs an edit (an estimate of OpenAI's)."""
+    scale = min(1.0, INPUT_FIT_EDGE / max(width, height))
+    width, height = width * scale, height * scale
+    scale = min(1.0, INPUT_SHORT_EDGE / min(width, height))
+    width, height = width * scale, height * scale
+    tiles = math.ceil(round(width) / INPUT_TILE_EDGE) * math.ceil(round(height) / INPUT_TILE_EDGE)
+    return INPUT_IMAGE_BASE_TOKENS + INPUT_IMAGE_TILE_TOKENS * tiles
 
 
 def estimate_text_tokens(prompt: str) -> int:
@@ -95,6 +116,8 @@ class Estimate:
     cost: Decimal | None  # the whole request; None when no price is known (unpriced)
     quality_upper_bound: bool
     price_per_call: Decimal | None = None
+    input_image_tokens: int = 0  # every input image of an edit (source and references)
+    input_image_count: int = 0
 
     @property
     def output_tokens(self) -> int:
@@ -115,8 +138,10 @@ def estimate_request(
     prompt: str,
     sheet=None,
     price_per_call: Decimal | None = None,
+    input_images: Sequence[tuple[int, int]] = (),
 ) -> Estimate:
-    """Estimate one request: n images, their partial previews and the prompt text.
+    """Estimate one request: n images, their partial previews, the prompt text and, for an
+    edit, its input images (width, height each).
 
     A per-call route costs its flat price per image and nothing else: its contract is not
     OpenAI's token price sheet, so the two are never mixed.
@@ -124,6 +149,7 @@ def estimate_request(
     tokens_per_image = estimate_output_tokens(width, height, quality)
     partial_tokens = n * partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
     text_tokens = estimate_text_tokens(prompt)
+    image_tokens = sum(estimate_input_image_tokens(w, h) for w, h in input_images)
     cost_per_image = cost = None
     if price_per_call is not None:
         cost_per_image, cost = price_per_call, price_per_call * n
@@ -132,6 +158,7 @@ def estimate_request(
         cost = cost_of_usage(
             Usage(
                 input_text_tokens=text_tokens,
+                input_image_tokens=image_tokens,
                 output_image_tokens=n * tokens_per_image + partial_tokens,
             ),
             sheet,
@@ -145,4 +172,6 @@ def estimate_request(
         cost=cost,
         quality_upper_bound=quality == "auto",
         price_per_call=price_per_call,
+        input_image_tokens=image_tokens,
+        input_image_count=len(input_images),
     )

@@ -19,8 +19,8 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from studio import imagegen
-from studio.models import Attempt, GenerationRequest, Route, Status, store_output
+from studio import drift, imagegen
+from studio.models import Attempt, GenerationRequest, InputImage, Route, Status, store_output
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,29 @@ def run_generation(request_id: str) -> None:
         request.fail("route_unavailable", problem)
         log.warning("request %s failed before any call: %s", request_id, problem)
         return
+    edit_inputs = None
+    if request.is_edit:
+        if not route.can_serve(request):
+            request.fail("route_unavailable", f"Route {route.name} does not take this edit.")
+            return
+        try:
+            edit_inputs = _read_edit_inputs(request)
+        except Exception as error:
+            log.exception("request %s: its input images could not be read", request_id)
+            request.fail(
+                "inputs_unavailable",
+                f"The input images could not be read from storage ({error}); nothing was sent "
+                "to the provider.",
+            )
+            return
 
     attempt = Attempt.begin(request, route, routed_because)
     started = time.monotonic()
     try:
-        result = imagegen.generate(route, request)
+        if edit_inputs is not None:
+            result = imagegen.edit(route, request, edit_inputs)
+        else:
+            result = imagegen.generate(route, request)
     except imagegen.ImageGenError as error:
         _after_failed_call(request, attempt, error, started)
         return
@@ -80,6 +98,7 @@ def run_generation(request_id: str) -> None:
             http_status=result.http_status,
             started=started,
             ended=ended,
+            images=len(result.images),
         )
     )
     if not request.is_still_running():
@@ -97,6 +116,8 @@ def run_generation(request_id: str) -> None:
             f"The images were generated (and billed) but could not be stored: {error}",
         )
         return
+    if request.has_mask:
+        _check_drift(request, stored, result.images)
     if not request.succeed(attempt):
         log.info("request %s ended elsewhere while storing; its outputs stay on record", request_id)
         return
@@ -113,6 +134,33 @@ def run_generation(request_id: str) -> None:
         attempt.latency_ms,
         [output.file.name for output in stored],
     )
+
+
+def _read_edit_inputs(request: GenerationRequest) -> imagegen.EditInputs:
+    """The stored inputs, read again for this attempt; storage is tried a few times."""
+    tries = max(1, settings.STORAGE_RETRIES)
+    for number in range(1, tries + 1):
+        try:
+            inputs = list(request.inputs.all())
+            images = [item.upload_tuple() for item in inputs if item.role != InputImage.Role.MASK]
+            masks = [item.upload_tuple() for item in inputs if item.role == InputImage.Role.MASK]
+            return imagegen.EditInputs(images=images, mask=masks[0] if masks else None)
+        except Exception:
+            if number == tries:
+                raise
+            log.warning("request %s: reading inputs failed (try %s)", request.id, number)
+            time.sleep(min(2 ** (number - 1), 10))
+    raise AssertionError("unreachable")
+
+
+def _check_drift(request: GenerationRequest, stored: list, images: list) -> None:
+    """Measure how much the protected area changed. The images are paid for and stored, so
+    a failure here is logged and leaves the drift unknown; it never fails the request."""
+    try:
+        outputs = [(output, image.data) for output, image in zip(stored, images, strict=True)]
+        drift.check_edit(request, outputs)
+    except Exception:
+        log.exception("request %s: the drift check failed; drift left unknown", request.id)
 
 
 def _with_fresh_connection_on_failure(write):
@@ -270,3 +318,59 @@ def sweep_requests() -> dict:
     if requeued or settled["failed"] or settled["requeued"]:
         log.warning("sweep: %s", summary)
     return summary
+
+
+# Retention. A run stops after this long and the next run carries on.
+RETENTION_TIME_BUDGET_SECONDS = 300
+RETENTION_BATCH = 200
+
+
+@shared_task(ignore_result=True)
+def delete_expired_outputs() -> dict:
+    """Delete the stored files of outputs past their delete-after date; keep every row.
+
+    Runs periodically (celery beat). Each file is deleted through the storage API (local
+    disk or S3), then its row gets deleted_at; the row, its path and SHA-256 and the attempt
+    ledger stay as the record. A file already gone is not an error. Safe to run again, or
+    twice at once: a row is marked only once.
+    """
+    # Imported here: this task was appended without touching the module's imports.
+    from studio.models import OutputImage
+
+    today = timezone.localdate()
+    deadline = time.monotonic() + RETENTION_TIME_BUDGET_SECONDS
+    expired = OutputImage.objects.filter(delete_after__lt=today, deleted_at__isnull=True)
+    summary = {"deleted": 0, "failed": 0, "finished": True}
+    last_pk = None
+    while True:
+        batch = expired.order_by("pk")
+        if last_pk is not None:
+            batch = batch.filter(pk__gt=last_pk)
+        outputs = list(batch.only("pk", "file")[:RETENTION_BATCH])
+        if not outputs:
+            break
+        for output in outputs:
+            summary["deleted" if delete_output_file(output) else "failed"] += 1
+        last_pk = outputs[-1].pk
+        if time.monotonic() > deadline:
+            summary["finished"] = False
+            break
+    if summary["deleted"] or summary["failed"]:
+        log.info("retention: %s", summary)
+    return summary
+
+
+def delete_output_file(output) -> bool:
+    """Delete one output's file through its storage and record when. False when the storage
+    failed: the row stays unmarked and the next run tries again."""
+    name = output.file.name
+    try:
+        if name:
+            output.file.storage.delete(name)
+    except Exception:
+        log.exception("retention: could not delete %s (output %s); will try again", name, output.pk)
+        return False
+    type(output).objects.filter(pk=output.pk, deleted_at__isnull=True).update(
+        deleted_at=timezone.now()
+    )
+    return True

@@ -10,8 +10,17 @@ urlpatterns = [
     path("requests/", views.request_list, name="request-list"),
     path("requests/new/", views.request_new, name="request-new"),
     path("requests/new/preview", views.composer_preview, name="composer-preview"),
+    path("requests/edit/", views.edit_new, name="edit-new"),
+    path("requests/edit/preview", views.edit_preview, name="edit-preview"),
     path("requests/<uuid:request_id>/", views.request_detail, name="request-detail"),
     path("requests/<uuid:request_id>/again", views.request_run_again, name="request-run-again"),
     path("requests/<uuid:request_id>/cancel", views.request_cancel, name="request-cancel"),
+    path(
+        "requests/<uuid:request_id>/suggested-edit/<int:decision_id>",
+        views.suggested_edit,
+        name="suggested-edit",
+    ),
     path("outputs/<uuid:output_id>/file", views.output_file, name="output-file"),
+    path("outputs/<uuid:output_id>/drift.png", views.output_drift, name="output-drift"),
+    path("inputs/<uuid:input_id>/file", views.input_file, name="input-file"),
 ]

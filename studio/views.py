@@ -10,13 +10,31 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from studio.forms import ComposerForm, initial_for_frame, initial_from_request
-from studio.models import Budget, BudgetExceeded, GenerationRequest, OutputImage, PromptFrame
+from studio import drift, imagerules
+from studio.forms import (
+    ComposerForm,
+    EditForm,
+    initial_for_edit,
+    initial_for_frame,
+    initial_from_request,
+)
+from studio.models import (
+    Budget,
+    BudgetExceeded,
+    GenerationRequest,
+    InputImage,
+    OutputImage,
+    PromptFrame,
+    SubmissionFlood,
+    launch_suggested_edit,
+)
+from studio.uploads import UploadRejected
 
 DESIGNER_ROLES = ("designer", "admin")
 
@@ -59,7 +77,9 @@ def _get_output_for_user(user, output_id) -> OutputImage:
 def home(request):
     if has_role(request.user, *DESIGNER_ROLES):
         return redirect("studio:request-new")
-    return redirect("studio:request-list")
+    if has_role(request.user, "reviewer"):
+        return redirect("review:queue")
+    raise PermissionDenied("Your account has no role yet: ask an admin for one.")
 
 
 def _composer_context(request, form: ComposerForm) -> dict:
@@ -76,18 +96,37 @@ def _composer_initial(request) -> dict:
             return initial_from_request(_get_request_for_user(request.user, source))
         except ValidationError:
             raise Http404("No such request.") from None
-    # A frame by key (links) or by id (the frame picker).
-    raw, frames = request.GET.get("frame") or "", PromptFrame.objects.active()
-    frame = frames.filter(key=raw).first() or (
+    frame = _frame_from(request.GET.get("frame"), PromptFrame.objects.active())
+    return initial_for_frame(frame) if frame else {}
+
+
+def _frame_from(raw: str | None, frames) -> PromptFrame | None:
+    """A frame by key (links) or by id (the frame picker)."""
+    raw = raw or ""
+    return frames.filter(key=raw).first() or (
         frames.filter(pk=int(raw)).first() if raw.isdigit() else None
     )
-    return initial_for_frame(frame) if frame else {}
+
+
+def _edit_frame_handoff(request, raw: str | None):
+    """Edit frames need a source image, so the composer hands them to the edit page."""
+    frame = _frame_from(raw, PromptFrame.objects.active())
+    if frame is None or frame.operation != PromptFrame.Operation.EDIT:
+        return None
+    url = f"{reverse('studio:edit-new')}?frame={frame.key}"
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @role_required(*DESIGNER_ROLES)
 @require_http_methods(["GET", "POST"])
 def request_new(request):
     """The composer: frame and slots or a free prompt, settings, route, live estimate."""
+    if request.method == "GET":
+        chosen = request.GET.get("frame")
+    else:  # the no-JavaScript "Use this frame" button previews
+        chosen = request.POST.get("frame") if request.POST.get("action") == "preview" else None
+    if (handoff := _edit_frame_handoff(request, chosen)) is not None:
+        return handoff
     if request.method == "POST":
         form = ComposerForm(request.POST)
         if request.POST.get("action") != "preview" and form.is_valid():
@@ -95,6 +134,10 @@ def request_new(request):
                 generation = form.submit(request.user)
             except BudgetExceeded as refusal:
                 form.add_error(None, str(refusal))
+            except SubmissionFlood as flood:
+                form.add_error(None, str(flood))
+                context = _composer_context(request, form)
+                return render(request, "studio/request_new.html", context, status=429)
             else:
                 return redirect(generation)
     else:
@@ -111,6 +154,99 @@ def composer_preview(request):
     """The live preview partial: renders what would be sent, creates nothing."""
     form = ComposerForm(request.POST)
     return render(request, "studio/request_new.html#preview", _composer_context(request, form))
+
+
+def _edit_initial(request) -> dict:
+    """Start an edit from an output (?output=), a request (?from=) and/or a frame (?frame=)."""
+    output = generation = None
+    try:
+        if raw := request.GET.get("output"):
+            output = _get_output_for_user(request.user, raw)
+        if raw := request.GET.get("from"):
+            generation = _get_request_for_user(request.user, raw)
+    except ValidationError:
+        raise Http404("No such output or request.") from None
+    if output is None and generation is not None and generation.parent_output_id:
+        output = OutputImage.objects.filter(
+            request__in=GenerationRequest.objects.visible_to(request.user),
+            pk=generation.parent_output_id,
+        ).first()
+    frame = _frame_from(request.GET.get("frame"), EditForm.frames())
+    return initial_for_edit(frame, output, generation)
+
+
+def _edit_context(request, form: EditForm) -> dict:
+    return {
+        **_composer_context(request, form),
+        "source_output": form.source_from_output,
+        "image_rules": imagerules.rules_for_browser(),
+        "max_references": imagerules.MAX_INPUT_IMAGES - 1,
+    }
+
+
+@role_required(*DESIGNER_ROLES)
+@require_http_methods(["GET", "POST"])
+def edit_new(request):
+    """The edit page: a source (uploaded or an output), references, a mask painted or
+    uploaded, an edit frame or a free prompt, settings and the estimate."""
+    status = 200
+    if request.method == "POST" and request.POST.get("action") == "preview":
+        # Without JavaScript: show the frame's slots and the estimate; files are not kept.
+        form = EditForm(request.POST, user=request.user, for_preview=True)
+    elif request.method == "POST":
+        form = EditForm(request.POST, request.FILES, user=request.user)
+        if form.is_valid():
+            try:
+                generation = form.submit(request.user)
+            except BudgetExceeded as refusal:
+                form.add_error(None, str(refusal))
+            except SubmissionFlood as flood:
+                form.add_error(None, str(flood))
+                status = 429
+            else:
+                return redirect(generation)
+    else:
+        form = EditForm(initial=_edit_initial(request), user=request.user)
+    template = "studio/edit_new.html"
+    if request.htmx and request.method == "GET":
+        template += "#prompt-fields"
+    return render(request, template, _edit_context(request, form), status=status)
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
+def edit_preview(request):
+    """The edit page's live preview: prompt and estimate from the fields, never the files."""
+    form = EditForm(request.POST, user=request.user, for_preview=True)
+    return render(request, "studio/edit_new.html#preview", _edit_context(request, form))
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
+def suggested_edit(request, request_id, decision_id):
+    """One click: the reviewer's marked region becomes the mask of a targeted edit of the
+    output, with the reviewer's reason as the change to make."""
+    from review.models import Decision
+
+    generation = _get_request_for_user(request.user, request_id)
+    if generation.created_by_id != request.user.pk:
+        raise PermissionDenied("Only the designer of the request launches its suggested edit.")
+    decision = get_object_or_404(
+        Decision.objects.select_related("output"), pk=decision_id, request=generation
+    )
+    if not decision.region_mask:
+        raise Http404("This decision marked no region.")
+    try:
+        edit = launch_suggested_edit(decision, request.user)
+    except (UploadRejected, OSError) as problem:
+        messages.error(request, f"The suggested edit could not start: {problem}")
+        return redirect(generation)
+    except SubmissionFlood as flood:
+        return HttpResponse(str(flood), status=429, content_type="text/plain")
+    except BudgetExceeded as refusal:
+        messages.error(request, str(refusal))
+        return redirect(generation)
+    return redirect(edit)
 
 
 @role_required(*DESIGNER_ROLES)
@@ -132,13 +268,15 @@ def request_run_again(request, request_id):
     original = _get_request_for_user(request.user, request_id)
     try:
         generation = original.resubmit(request.user)
+    except SubmissionFlood as flood:
+        return HttpResponse(str(flood), status=429, content_type="text/plain")
     except BudgetExceeded as refusal:
         messages.error(request, str(refusal))
         return redirect(original)
     return redirect(generation)
 
 
-@login_required
+@role_required(*DESIGNER_ROLES)
 @require_GET
 def request_list(request):
     requests = (
@@ -163,6 +301,7 @@ def request_detail(request, request_id):
         "now": timezone.now(),
         "attempts": generation.attempts.select_related("route"),
         "outputs": generation.outputs.filter(kind=OutputImage.Kind.FINAL),
+        **_lineage_context(request.user, generation),
     }
     if request.htmx:
         response = render(request, "studio/request_detail.html#progress", context)
@@ -175,13 +314,57 @@ def request_detail(request, request_id):
 
 @login_required
 @require_GET
+def input_file(request, input_id):
+    visible = GenerationRequest.objects.visible_to(request.user)
+    item = get_object_or_404(InputImage.objects.filter(request__in=visible), pk=input_id)
+    try:
+        handle = item.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("The stored file is gone.") from None
+    return private_file_response(handle, item.content_type, item.file.name)
+
+
+@login_required
+@require_GET
+def output_drift(request, output_id):
+    """The drift heatmap of a masked edit's output, measured again from the stored files."""
+    output = _get_output_for_user(request.user, output_id)
+    try:
+        measured = drift.measure_output(output)
+    except OSError:
+        raise Http404("A file the heatmap needs is gone.") from None
+    if measured is None:
+        raise Http404("This output is not from a masked edit.")
+    response = HttpResponse(drift.heatmap_png(*measured), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_GET
 def output_file(request, output_id):
     output = _get_output_for_user(request.user, output_id)
     try:
         handle = output.file.open("rb")
     except FileNotFoundError:
         raise Http404("The stored file is gone.") from None
-    response = FileResponse(handle, content_type=output.content_type)
+    return private_file_response(handle, output.content_type, output.file.name)
+
+
+INLINE_TYPES = {"image/png", "image/jpeg", "image/webp"}
+
+
+def private_file_response(handle, content_type: str, name: str) -> FileResponse:
+    """A stored file for one user: never sniffed, never cached by shared caches, and shown
+    inline only when it is an image type the studio itself produced or checked."""
+    inline = content_type in INLINE_TYPES
+    response = FileResponse(
+        handle,
+        content_type=content_type if inline else "application/octet-stream",
+        as_attachment=not inline,
+        filename=name.rsplit("/", 1)[-1],
+    )
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
@@ -192,3 +375,26 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return HttpResponse("ok", content_type="text/plain")
+
+
+def _lineage_context(user, generation: GenerationRequest) -> dict:
+    """Inputs, the parent output and the edits made from this request's outputs, as far as
+    this user may see them; and what each output is compared with (parent, else source)."""
+    visible = GenerationRequest.objects.visible_to(user)
+    parent = generation.parent_output
+    if parent is not None and not visible.filter(pk=parent.request_id).exists():
+        parent = None
+    inputs = list(generation.inputs.all()) if generation.is_edit else []
+    source = next((item for item in inputs if item.role == InputImage.Role.SOURCE), None)
+    before = parent if parent is not None and parent.deleted_at is None else source
+    return {
+        "inputs": inputs,
+        "source_input": source,
+        "mask_input": next((item for item in inputs if item.role == InputImage.Role.MASK), None),
+        "reference_inputs": [item for item in inputs if item.role == InputImage.Role.REFERENCE],
+        "parent": parent,
+        "children": generation.edits_of_outputs().filter(pk__in=visible.values("pk")),
+        "before": before,
+        "before_label": "parent" if before is not None and before is parent else "source",
+        "drift_threshold_percent": drift.DRIFT_THRESHOLD * 100,
+    }

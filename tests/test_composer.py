@@ -233,7 +233,7 @@ class TestLivePreview:
     def test_a_per_call_route_shows_its_own_price_only(self, client, designer, provider_route):
         client.force_login(designer)
         response = preview(client, provider_route, prompt="x", n="2", quality="high")
-        assert shown(response, "per-image") == "$0.030 (laozhang.ai price per call)"
+        assert shown(response, "per-image") == "$0.030 (laozhang.ai flat price per image)"
         assert shown(response, "total").startswith("$0.0600 for 2 images")
         assert b"output tokens" not in response.content
 

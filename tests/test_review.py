@@ -321,3 +321,43 @@ class TestOcrHelpers:
             ("extra", "I"),
             ("same", "E"),
         ]
+
+
+class TestSuggestedEdit:
+    def test_the_designer_launches_the_reviewers_region_as_a_targeted_edit(
+        self, client, reviewer, designer, other_designer, sandbox_route, seed_frames, monkeypatch
+    ):
+        from studio.models import InputImage
+
+        monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
+        output = make_output(designer, sandbox_route, labels=())
+        mask = Image.new("RGBA", (64, 48), (0, 0, 0, 255))
+        mask.paste((0, 0, 0, 0), (5, 5, 20, 20))
+        buffer = io.BytesIO()
+        mask.save(buffer, "PNG")
+        decision = decide(
+            output,
+            reviewer,
+            "changes_requested",
+            "make the corner blue",
+            ContentFile(buffer.getvalue(), name="region.png"),
+        )
+        url = reverse("studio:suggested-edit", args=[output.request_id, decision.id])
+
+        client.force_login(other_designer)
+        assert client.post(url).status_code == 404
+        client.force_login(designer)
+        page = client.get(output.request.get_absolute_url()).content.decode()
+        assert "Launch the suggested edit" in page
+        response = client.post(url)
+
+        edit = GenerationRequest.objects.get(parent_output=output)
+        assert response.url == edit.get_absolute_url()
+        assert edit.operation == "edit" and edit.status == Status.QUEUED
+        assert edit.frame_version.frame.key == "targeted-edit"
+        assert "make the corner blue" in edit.prompt
+        roles = dict(edit.inputs.values_list("role", "width"))
+        assert roles == {InputImage.Role.SOURCE: 64, InputImage.Role.MASK: 64}
+        stored_mask = edit.inputs.get(role="mask")
+        with stored_mask.file.open("rb") as handle:
+            assert Image.open(handle).getpixel((10, 10))[3] == 0

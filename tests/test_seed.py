@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from studio.models import PriceSheet, Route
 
@@ -47,9 +48,11 @@ def test_demo_accounts_get_random_passwords_shown_once_and_saved(settings, tmp_p
     assert stat.S_IMODE((tmp_path / "demo-accounts.txt").stat().st_mode) == 0o600
     for role, password in saved.items():
         assert password in first
-        user = authenticate(username=role, password=password)
+        user = authenticate(RequestFactory().post("/"), username=role, password=password)
         assert user is not None and user.groups.filter(name=role).exists()
-    assert authenticate(username="admin", password=saved["admin"]).is_superuser
+    assert authenticate(
+        RequestFactory().post("/"), username="admin", password=saved["admin"]
+    ).is_superuser
     assert len(set(saved.values())) == 3
 
     second = seed(demo_accounts=True)

@@ -191,3 +191,15 @@ def test_a_timeout_fails_and_its_cost_is_unknown(live_sandbox, designer):
     # The provider may have finished and billed after we gave up: unpriced, never 0.
     assert {(a.cost, a.cost_basis) for a in attempts} == {(None, Attempt.CostBasis.UNPRICED)}
     assert generation.cost is None
+
+
+def test_a_flat_price_route_bills_what_it_estimated_for_several_images(live_sandbox, designer):
+    live_sandbox.pricing_mode = "per_call"
+    live_sandbox.price_per_call = Decimal("0.03")
+    live_sandbox.save()
+    generation = submit_request(designer, live_sandbox, "three", n=3)
+    run_generation(str(generation.id))
+    generation.refresh_from_db()
+    [attempt] = generation.attempts.all()
+    assert generation.outputs.count() == 3
+    assert attempt.cost == generation.estimated_cost == Decimal("0.09")

@@ -125,7 +125,9 @@ def test_a_worker_killed_mid_call_leaves_one_terminal_state_and_no_second_bill(
     from tests.worker import start_worker
 
     queue = f"crash-{uuid.uuid4().hex[:8]}"
-    live_sandbox.timeout_seconds = 3
+    # The call outlasts the kill by seconds even on a loaded machine; the lease (timeout,
+    # no grace) runs out soon after.
+    live_sandbox.timeout_seconds = 8
     live_sandbox.save()
     worker = start_worker(tmp_path, queues=queue, env={"LEASE_GRACE_SECONDS": "0"})
     try:
@@ -133,7 +135,7 @@ def test_a_worker_killed_mid_call_leaves_one_terminal_state_and_no_second_bill(
         generation = GenerationRequest.submit(
             created_by=designer,
             route=live_sandbox,
-            prompt="[sandbox:latency=2.5] doomed",
+            prompt="[sandbox:latency=7] doomed",
             width=1024,
             height=1024,
             quality="low",

@@ -19,7 +19,7 @@
   }
 
   function setUp() {
-    var form = document.getElementById("composer");
+    var form = document.getElementById("composer") || document.getElementById("edit-form");
     if (!form || form.dataset.ready) return;
     form.dataset.ready = "1";
     sync(form);

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from django.core.exceptions import SuspiciousOperation
@@ -10,7 +9,7 @@ from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 from PIL import Image
 
-from studio import imagerules
+from studio import imagerules, pricing
 from studio.sandbox import params
 from studio.sandbox.directives import Directives, strip_directives
 from studio.sandbox.generations import Drawing, picture_for
@@ -28,14 +27,8 @@ from studio.sandbox.uploads import (
 IMAGE_FIELDS = ("image", "image[]")
 MASK_FIELD = "mask"
 
-# Input image tokens, by the tile rule OpenAI documents for image inputs to its GPT models:
-# scale the image to fit 2048x2048, then its short side down to 768, and count
-# BASE + PER_TILE for every 512-pixel tile that covers it (1024x1024 -> 4 tiles -> 765).
-INPUT_IMAGE_BASE_TOKENS = 85
-INPUT_IMAGE_TILE_TOKENS = 170
-INPUT_TILE_EDGE = 512
-INPUT_FIT_EDGE = 2048
-INPUT_SHORT_EDGE = 768
+# The studio estimates edits with the formula the sandbox bills by: one source, like output tokens.
+input_image_tokens = pricing.estimate_input_image_tokens
 
 
 @dataclass(frozen=True)
@@ -129,12 +122,3 @@ def draw_edits(
         )
 
     return draw
-
-
-def input_image_tokens(width: int, height: int) -> int:
-    scale = min(1.0, INPUT_FIT_EDGE / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, INPUT_SHORT_EDGE / min(width, height))
-    width, height = width * scale, height * scale
-    tiles = math.ceil(round(width) / INPUT_TILE_EDGE) * math.ceil(round(height) / INPUT_TILE_EDGE)
-    return INPUT_IMAGE_BASE_TOKENS + INPUT_IMAGE_TILE_TOKENS * tiles

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import functools
+import secrets
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -12,9 +14,12 @@ from studio.sandbox.params import InvalidRequest, read_image_request
 
 
 def has_bearer_token(request: HttpRequest) -> bool:
-    """Any non-empty bearer token will do: the sandbox checks the header, not the key."""
+    """A bearer key: the one in SANDBOX_API_KEY when it is set, else any non-empty one."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip())
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    expected = settings.SANDBOX_API_KEY
+    return not expected or secrets.compare_digest(token.strip(), expected)
 
 
 def sandbox_endpoint(view: responses.View) -> responses.View:

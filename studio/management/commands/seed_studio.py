@@ -32,7 +32,7 @@ ROUTES = [
         "name": "sandbox",
         "owner": "sandbox",
         "base_url": "",
-        "api_key_env": "",
+        "api_key_env": "SANDBOX_API_KEY",
         "enabled": True,
         "supports_streaming": True,
         "supports_assistant": True,

@@ -1,0 +1,1139 @@
+"""The cost and route audit: one filtered ledger of attempts, its aggregates and its charts.
+
+Every figure on the dashboard, every row of the attempt list and every line of the CSV
+export comes from `filtered_attempts()`, so a drill-down shows exactly the attempts a
+figure counted. Aggregates run in the database (GROUP BY over a few columns, rolled up
+here), so a page makes the same number of queries whatever the number of rows.
+
+Money is kept apart by contract: real spend priced per token (OpenAI's price sheet), real
+spend at a provider's flat price per call, and the sandbox's simulated cost. An attempt
+whose price is unknown counts as unpriced, never as $0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.paginator import Page, Paginator
+from django.db import connections
+from django.db.models import (
+    Aggregate,
+    Case,
+    Count,
+    Exists,
+    F,
+    FilteredRelation,
+    FloatField,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.expressions import Window
+from django.db.models.functions import Coalesce, RowNumber, TruncDate
+from django.urls import reverse
+from django.utils import timezone
+
+from studio import imagerules
+from studio.models import (
+    Attempt,
+    Budget,
+    GenerationRequest,
+    OutputImage,
+    ReviewStatus,
+    Route,
+    Status,
+)
+
+SANDBOX_OWNER = "sandbox"
+DEFAULT_DAYS = 30
+TABLE_ROWS = 12  # rows per breakdown table before the rest are summed into "others"
+DAILY_BARS_UP_TO = 92  # longer ranges are charted by week
+LATENCY_PERCENTILES = (0.5, 0.95)
+TERMINAL = [Status.SUCCEEDED, Status.FAILED, Status.REFUSED, Status.CANCELLED]
+Basis = Attempt.CostBasis
+Outcome = Attempt.Outcome
+
+
+# --- Filters -------------------------------------------------------------------------------
+
+SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+
+def _choices(pairs, empty: str = "any") -> list[tuple[str, str]]:
+    return [("", empty), *[(value, label) for value, label in pairs]]
+
+
+class AuditFilterForm(forms.Form):
+    """The GET filters shared by the dashboard, the attempt list and the CSV export."""
+
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    route = forms.ChoiceField(required=False, label="Attempt's route")
+    submitted_to = forms.ChoiceField(required=False, label="Request's route")
+    user = forms.CharField(required=False, max_length=150, label="User name")
+    status = forms.ChoiceField(
+        required=False, choices=_choices(Status.choices), label="Request status"
+    )
+    outcome = forms.ChoiceField(
+        required=False, choices=_choices(Outcome.choices), label="Attempt outcome"
+    )
+    reason = forms.ChoiceField(
+        required=False, choices=_choices(Attempt.RetryReason.choices), label="Retry reason"
+    )
+    basis = forms.ChoiceField(required=False, choices=_choices(Basis.choices), label="Cost basis")
+    owner = forms.CharField(required=False, max_length=100, label="Route owner")
+    model = forms.CharField(required=False, max_length=100, label="Model sent")
+    quality = forms.ChoiceField(
+        required=False, choices=_choices((q, q) for q in imagerules.QUALITIES)
+    )
+    size = forms.CharField(required=False, max_length=11, help_text="e.g. 1024x1024")
+    fallback = forms.BooleanField(required=False, label="Only attempts on a fallback route")
+
+    def __init__(self, *args, routes: Iterable[Route] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.routes = list(routes)
+        choices = _choices((r.name, str(r)) for r in self.routes)
+        self.fields["route"].choices = self.fields["submitted_to"].choices = choices
+
+    def clean_size(self) -> str:
+        size = self.cleaned_data["size"].strip().lower()
+        if size and not SIZE_PATTERN.match(size):
+            raise forms.ValidationError("Write the size as WIDTHxHEIGHT, e.g. 1536x1024.")
+        return size
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end and start > end:
+            self.add_error("end", "The end date is before the start date.")
+        return cleaned
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit is narrowed to. Dates are inclusive days in the studio's time zone."""
+
+    start: date | None = None
+    end: date | None = None
+    route: str = ""
+    route_id: int | None = None
+    submitted_to: str = ""
+    submitted_to_id: int | None = None
+    user: str = ""
+    user_id: int | None = None
+    status: str = ""
+    outcome: str = ""
+    reason: str = ""
+    basis: str = ""
+    owner: str = ""
+    model: str = ""
+    quality: str = ""
+    size: str = ""
+    fallback: bool = False
+
+    PARAMS = (
+        "route",
+        "submitted_to",
+        "user",
+        "status",
+        "outcome",
+        "reason",
+        "basis",
+        "owner",
+        "model",
+        "quality",
+        "size",
+    )
+
+    def params(self, **changes) -> dict[str, str]:
+        """GET parameters that reproduce this filter (with changes). The dates are always
+        there, empty meaning open-ended, so "all time" survives a round trip."""
+        values = {
+            "start": self.start.isoformat() if self.start else "",
+            "end": self.end.isoformat() if self.end else "",
+            **{name: getattr(self, name) for name in self.PARAMS},
+            "fallback": "1" if self.fallback else "",
+        }
+        for name, value in changes.items():
+            values[name] = value.isoformat() if isinstance(value, date) else str(value or "")
+        return {name: value for name, value in values.items() if value or name in ("start", "end")}
+
+    def querystring(self, **changes) -> str:
+        return urlencode(self.params(**changes))
+
+    def describe(self) -> str:
+        if self.start and self.end:
+            period = f"{self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}"
+        elif self.start:
+            period = f"from {self.start:%Y-%m-%d}"
+        elif self.end:
+            period = f"up to {self.end:%Y-%m-%d}"
+        else:
+            period = "all time"
+        narrowed = [f"{name} {getattr(self, name)}" for name in self.PARAMS if getattr(self, name)]
+        if self.fallback:
+            narrowed.append("fallback attempts only")
+        return ", ".join([period, *narrowed])
+
+
+def read_filters(params, today: date | None = None) -> tuple[AuditFilter, AuditFilterForm]:
+    """The filter from GET parameters, and the bound form that shows it (with any errors).
+
+    With no dates in the parameters the audit covers the last 30 days; dates present but
+    empty mean no bound. Invalid values are reported on the form and ignored.
+    """
+    today = today or timezone.localdate()
+    routes = list(Route.objects.only("id", "name", "owner", "pricing_mode"))
+    data = params.copy()
+    if "start" not in data and "end" not in data:
+        data["start"] = (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
+        data["end"] = today.isoformat()
+    form = AuditFilterForm(data, routes=routes)
+    form.is_valid()
+    values = {name: value for name, value in form.cleaned_data.items() if value not in (None, "")}
+    route_ids = {route.name: route.pk for route in routes}
+    for name in ("route", "submitted_to"):
+        if values.get(name):
+            values[f"{name}_id"] = route_ids[values[name]]
+    if values.get("user"):
+        user = get_user_model().objects.filter(username=values["user"]).only("pk").first()
+        # An unknown name matches nothing rather than everything.
+        values["user_id"] = user.pk if user else 0
+    return AuditFilter(**values), form
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+def filtered_attempts(filters: AuditFilter) -> QuerySet[Attempt]:
+    """The attempts the audit is about: the one queryset every page and export starts from."""
+    attempts = Attempt.objects.order_by()
+    if filters.start:
+        attempts = attempts.filter(started_at__gte=day_start(filters.start))
+    if filters.end:
+        attempts = attempts.filter(started_at__lt=day_start(filters.end + timedelta(days=1)))
+    if filters.route_id is not None:
+        attempts = attempts.filter(route_id=filters.route_id)
+    if filters.submitted_to_id is not None:
+        attempts = attempts.filter(request__route_id=filters.submitted_to_id)
+    if filters.user_id is not None:
+        attempts = attempts.filter(request__created_by_id=filters.user_id)
+    if filters.status:
+        attempts = attempts.filter(request__status=filters.status)
+    if filters.outcome:
+        attempts = attempts.filter(outcome=filters.outcome)
+    if filters.reason:
+        attempts = attempts.filter(retry_reason=filters.reason)
+    if filters.basis:
+        attempts = attempts.filter(cost_basis=filters.basis)
+    if filters.owner:
+        attempts = attempts.filter(route_owner=filters.owner)
+    if filters.model:
+        attempts = attempts.filter(model_sent=filters.model)
+    if filters.quality:
+        attempts = attempts.filter(request__quality=filters.quality)
+    if match := SIZE_PATTERN.match(filters.size):
+        attempts = attempts.filter(
+            request__width=int(match.group(1)), request__height=int(match.group(2))
+        )
+    if filters.fallback:
+        attempts = attempts.exclude(route_id=F("request__route_id"))
+    return attempts
+
+
+# --- Money, kept apart by contract ---------------------------------------------------------
+
+
+@dataclass
+class Spend:
+    """Attempts and their cost, split by contract. Sums are None when nothing was priced."""
+
+    attempts: int = 0
+    token_cost: Decimal | None = None  # real routes, usage x price sheet
+    per_call_cost: Decimal | None = None  # real routes, the provider's flat price
+    simulated_cost: Decimal | None = None  # the sandbox: never billed
+    unpriced: int = 0  # real-route attempts whose price is unknown (possibly billed)
+    failed: int = 0
+    retries: int = 0
+
+    def add_cost(self, owner: str, basis: str, cost: Decimal | None) -> None:
+        if cost is None:
+            return
+        if owner == SANDBOX_OWNER:
+            self.simulated_cost = (self.simulated_cost or 0) + cost
+        elif basis == Basis.PER_CALL:
+            self.per_call_cost = (self.per_call_cost or 0) + cost
+        elif basis == Basis.TOKENS:
+            self.token_cost = (self.token_cost or 0) + cost
+
+    def add(self, other: Spend) -> None:
+        self.attempts += other.attempts
+        self.unpriced += other.unpriced
+        self.failed += other.failed
+        self.retries += other.retries
+        for name in ("token_cost", "per_call_cost", "simulated_cost"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                setattr(self, name, (mine or 0) + theirs)
+
+    @property
+    def real_cost(self) -> Decimal:
+        """Token-priced plus per-call spend: what real routes cost, both contracts added."""
+        return (self.token_cost or Decimal(0)) + (self.per_call_cost or Decimal(0))
+
+    @property
+    def has_real(self) -> bool:
+        return self.token_cost is not None or self.per_call_cost is not None
+
+    @property
+    def failure_percent(self) -> float | None:
+        return 100 * self.failed / self.attempts if self.attempts else None
+
+
+def _spend_measures() -> dict:
+    """Conditional sums for one GROUP BY row: the contracts never share a column."""
+    sandbox = Q(route_owner=SANDBOX_OWNER)
+    return {
+        # Counted on `number` (never null), not `id`: the audit index holds every column read.
+        "attempts": Count("number"),
+        "token_cost": Sum("cost", filter=~sandbox & Q(cost_basis=Basis.TOKENS)),
+        "per_call_cost": Sum("cost", filter=~sandbox & Q(cost_basis=Basis.PER_CALL)),
+        "simulated_cost": Sum("cost", filter=sandbox),
+        "unpriced": Count("number", filter=~sandbox & Q(cost_basis=Basis.UNPRICED)),
+        "failed": Count("number", filter=Q(outcome=Outcome.FAILED)),
+        "retries": Count("number", filter=Q(number__gt=1)),
+    }
+
+
+SPEND_MEASURES = (
+    "attempts",
+    "token_cost",
+    "per_call_cost",
+    "simulated_cost",
+    "unpriced",
+    "failed",
+    "retries",
+)
+
+
+def _spend_from(row: dict) -> Spend:
+    return Spend(**{name: row[name] for name in SPEND_MEASURES})
+
+
+# --- Percentiles ---------------------------------------------------------------------------
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)."""
+
+    function = "percentile_cont"
+    name = "PercentileCont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra) -> None:
+        # A float we made, never user input: safe to place in the SQL text.
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+def interpolate_percentile(ranked, count: int, fraction: float) -> float:
+    """percentile_cont over `count` sorted values, of which `ranked[rank]` (0-based; a list
+    or a dict of the ranks needed) gives the two nearest the percentile's position."""
+    position = fraction * (count - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    return ranked[lower] + (ranked[upper] - ranked[lower]) * (position - lower)
+
+
+def latency_percentiles(
+    attempts: QuerySet[Attempt], fractions: tuple[float, ...] = LATENCY_PERCENTILES
+) -> dict[int, dict[float, float | None]]:
+    """Latency percentiles (ms) per route over attempts that have a latency. One query.
+
+    PostgreSQL computes them with percentile_cont. Elsewhere (SQLite in development and
+    tests) a window query ranks latencies per route and returns only the rows around each
+    percentile's position, which are interpolated the same way percentile_cont does.
+    """
+    timed = attempts.filter(latency_ms__isnull=False)
+    if connections[timed.db].vendor == "postgresql":
+        names = {fraction: f"p{index}" for index, fraction in enumerate(fractions)}
+        rows = timed.values("route_id").annotate(
+            **{name: PercentileCont("latency_ms", fraction) for fraction, name in names.items()}
+        )
+        return {
+            row["route_id"]: {fraction: row[name] for fraction, name in names.items()}
+            for row in rows
+        }
+    ranked = timed.annotate(
+        rank=Window(RowNumber(), partition_by=[F("route_id")], order_by=F("latency_ms").asc()),
+        size=Window(Count("number"), partition_by=[F("route_id")]),
+    )
+    near = Q()
+    for fraction in fractions:
+        # Ranks are 1-based: floor(f * (n - 1)) + 1 and the rank after it.
+        position = Value(fraction) * (F("size") - 1) + 1
+        near |= Q(rank__gte=position - 1, rank__lte=position + 1)
+    found: dict[int, dict[int, float]] = defaultdict(dict)
+    sizes: dict[int, int] = {}
+    for route_id, latency, rank, size in ranked.filter(near).values_list(
+        "route_id", "latency_ms", "rank", "size"
+    ):
+        found[route_id][rank - 1] = latency
+        sizes[route_id] = size
+    return {
+        route_id: {
+            fraction: interpolate_percentile(by_rank, sizes[route_id], fraction)
+            for fraction in fractions
+        }
+        for route_id, by_rank in found.items()
+    }
+
+
+# --- Dashboard aggregates ------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a breakdown table, with the filter change that drills down to it."""
+
+    label: str
+    drill: dict = field(default_factory=dict)
+    spend: Spend = field(default_factory=Spend)
+    note: str = ""
+    href: str = ""
+    bars: list[Segment] = field(default_factory=list)
+
+
+@dataclass
+class RouteStats:
+    route_id: int
+    name: str
+    owner: str
+    attempts: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unknown: int = 0
+    in_flight: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    spend: Spend = field(default_factory=Spend)
+    bars: list[Segment] = field(default_factory=list)
+    href: str = ""
+    failed_href: str = ""
+
+    @property
+    def failure_percent(self) -> float | None:
+        """Failed or unknown-outcome calls among those that finished, in percent."""
+        finished = self.succeeded + self.failed + self.unknown
+        return 100 * (self.failed + self.unknown) / finished if finished else None
+
+
+@dataclass
+class ReasonStats:
+    reason: str
+    attempts: int = 0
+    unpriced: int = 0
+    by_route: dict = field(default_factory=dict)
+    bars: list[Segment] = field(default_factory=list)
+    href: str = ""
+
+
+@dataclass
+class Fallback:
+    from_route: str
+    to_route: str
+    spend: Spend = field(default_factory=Spend)
+    href: str = ""
+
+
+@dataclass
+class EstimateVsActual:
+    """Requests of one route (one contract): the estimate made at submission against what
+    all their attempts cost, retries and fallbacks included."""
+
+    route_id: int
+    name: str = ""
+    owner: str = ""
+    pricing_mode: str = ""
+    requests: int = 0
+    compared: int = 0  # ended with both figures known
+    estimated: Decimal | None = None
+    actual: Decimal | None = None
+
+    def add(self, requests: int, compared: int, estimated, actual) -> None:
+        self.requests += requests
+        self.compared += compared
+        if estimated is not None:
+            self.estimated = (self.estimated or 0) + estimated
+        if actual is not None:
+            self.actual = (self.actual or 0) + actual
+
+    @property
+    def not_compared(self) -> int:
+        """Requests still running, unpriced, or without an estimate: not counted as $0."""
+        return self.requests - self.compared
+
+    @property
+    def simulated(self) -> bool:
+        return self.owner == SANDBOX_OWNER
+
+    @property
+    def difference(self) -> Decimal | None:
+        if self.estimated is None or self.actual is None:
+            return None
+        return self.actual - self.estimated
+
+    @property
+    def difference_size(self) -> Decimal | None:
+        return None if self.difference is None else abs(self.difference)
+
+
+@dataclass
+class BudgetUse:
+    label: str
+    limit: Decimal
+    spent: Decimal
+    username: str = ""
+    href: str = ""
+
+    @property
+    def share(self) -> float:
+        return float(self.spent / self.limit) if self.limit else 1.0
+
+    @property
+    def over(self) -> bool:
+        return self.spent > self.limit
+
+
+def _ranked(rows: list[Row], limit: int = TABLE_ROWS) -> list[Row]:
+    """Most real spend first (then simulated, then attempts); the tail summed as "others"."""
+    rows.sort(
+        key=lambda row: (row.spend.real_cost, row.spend.simulated_cost or 0, row.spend.attempts),
+        reverse=True,
+    )
+    if len(rows) <= limit:
+        return rows
+    others = Row(label=f"{len(rows) - limit + 1} others", note="not broken down here")
+    for row in rows[limit - 1 :]:
+        others.spend.add(row.spend)
+    return [*rows[: limit - 1], others]
+
+
+def attempt_breakdowns(attempts: QuerySet[Attempt]) -> dict:
+    """Totals, owners, models, routes, retry reasons, fallbacks and estimate against actual,
+    all from ONE grouped query.
+
+    The GROUP BY keys are small sets (routes, owners, models, reasons, outcomes, cost
+    bases), so the database returns a few hundred rows at most; they are rolled up here.
+    Requests are counted once, by their first attempt: estimate against actual covers the
+    requests whose first attempt is in the filter.
+    """
+    first = Q(number=1)
+    known = first & Q(
+        request__cost__isnull=False,
+        request__estimated_cost__isnull=False,
+        request__status__in=TERMINAL,
+    )
+    rows = attempts.values(
+        "route_id",
+        "request__route_id",
+        "route_owner",
+        "model_requested",
+        "model_sent",
+        "retry_reason",
+        "outcome",
+        "cost_basis",
+    ).annotate(
+        attempts=Count("number"),
+        cost=Sum("cost"),
+        retries=Count("number", filter=Q(number__gt=1)),
+        requests=Count("number", filter=first),
+        compared=Count("number", filter=known),
+        estimated=Sum("request__estimated_cost", filter=known),
+        actual=Sum("request__cost", filter=known),
+    )
+    total = Spend()
+    owners: dict[str, Row] = {}
+    models: dict[tuple[str, str], Row] = {}
+    routes: dict[int, RouteStats] = {}
+    reasons: dict[str, ReasonStats] = {}
+    fallbacks: dict[tuple[int, int], Spend] = {}
+    estimates: dict[int, EstimateVsActual] = {}
+    for row in rows:
+        owner, basis, outcome = row["route_owner"], row["cost_basis"], row["outcome"]
+        spend = Spend(
+            attempts=row["attempts"],
+            unpriced=row["attempts"] if basis == Basis.UNPRICED and owner != SANDBOX_OWNER else 0,
+            failed=row["attempts"] if outcome == Outcome.FAILED else 0,
+            retries=row["retries"],
+        )
+        spend.add_cost(owner, basis, row["cost"])
+        total.add(spend)
+        owners.setdefault(owner, Row(label=owner, drill={"owner": owner})).spend.add(spend)
+        pair = (row["model_requested"], row["model_sent"])
+        label = pair[0] if pair[0] == pair[1] else f"{pair[0]} → {pair[1]}"
+        models.setdefault(pair, Row(label=label, drill={"model": pair[1]})).spend.add(spend)
+        stats = routes.setdefault(
+            row["route_id"], RouteStats(route_id=row["route_id"], name="", owner=owner)
+        )
+        stats.attempts += row["attempts"]
+        stats.spend.add(spend)
+        if outcome == Outcome.SUCCEEDED:
+            stats.succeeded += row["attempts"]
+        elif outcome == Outcome.FAILED:
+            stats.failed += row["attempts"]
+        elif outcome == Outcome.UNKNOWN:
+            stats.unknown += row["attempts"]
+        else:
+            stats.in_flight += row["attempts"]
+        if row["retry_reason"]:
+            reason = reasons.setdefault(row["retry_reason"], ReasonStats(row["retry_reason"]))
+            reason.attempts += row["attempts"]
+            reason.unpriced += spend.unpriced
+            reason.by_route[row["route_id"]] = (
+                reason.by_route.get(row["route_id"], 0) + row["attempts"]
+            )
+        if row["route_id"] != row["request__route_id"]:
+            key = (row["request__route_id"], row["route_id"])
+            fallbacks.setdefault(key, Spend()).add(spend)
+        if row["requests"]:
+            estimate = estimates.setdefault(
+                row["request__route_id"], EstimateVsActual(route_id=row["request__route_id"])
+            )
+            estimate.add(row["requests"], row["compared"], row["estimated"], row["actual"])
+    return {
+        "total": total,
+        "owners": _ranked(list(owners.values())),
+        "models": _ranked(list(models.values())),
+        "routes": routes,
+        "reasons": sorted(reasons.values(), key=lambda r: r.attempts, reverse=True),
+        "fallbacks": fallbacks,
+        "estimates": estimates,
+    }
+
+
+def spend_by_day(attempts: QuerySet[Attempt]) -> dict[date, Spend]:
+    rows = attempts.values(day=TruncDate("started_at")).annotate(**_spend_measures())
+    return {row["day"]: _spend_from(row) for row in rows}
+
+
+def request_breakdowns(attempts: QuerySet[Attempt]) -> dict[str, list[Row]]:
+    """Spend by user, quality and size (what the request asked for), from one grouped query."""
+    rows = attempts.values(
+        "request__created_by__username",
+        "request__quality",
+        "request__width",
+        "request__height",
+    ).annotate(**_spend_measures())
+    users: dict[str, Row] = {}
+    qualities: dict[str, Row] = {}
+    sizes: dict[str, Row] = {}
+    for row in rows:
+        spend = _spend_from(row)
+        username = row["request__created_by__username"]
+        quality = row["request__quality"]
+        size = f"{row['request__width']}x{row['request__height']}"
+        users.setdefault(username, Row(label=username, drill={"user": username})).spend.add(spend)
+        qualities.setdefault(quality, Row(label=quality, drill={"quality": quality})).spend.add(
+            spend
+        )
+        sizes.setdefault(size, Row(label=size, drill={"size": size})).spend.add(spend)
+    return {
+        "users": _ranked(list(users.values())),
+        "qualities": _ranked(list(qualities.values())),
+        "sizes": _ranked(list(sizes.values())),
+    }
+
+
+def budget_use(now: datetime | None = None) -> list[BudgetUse]:
+    """Each budget against this month's spend, as Budget.spent_this_month counts it
+    (real routes only; actual cost, else the estimate), in two queries for all budgets."""
+    now = now or timezone.now()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    spent_by_user = dict(
+        GenerationRequest.objects.filter(created_at__gte=month_start)
+        .exclude(route__owner=SANDBOX_OWNER)
+        .order_by()
+        .values_list("created_by_id")
+        .annotate(total=Sum(Coalesce("cost", "estimated_cost")))
+    )
+    uses = []
+    for budget in Budget.objects.select_related("user"):
+        if budget.scope == Budget.Scope.GLOBAL:
+            spent = sum((v for v in spent_by_user.values() if v is not None), Decimal(0))
+            uses.append(BudgetUse("Whole studio", budget.monthly_limit, spent))
+        else:
+            username = budget.user.get_username()
+            spent = spent_by_user.get(budget.user_id) or Decimal(0)
+            uses.append(BudgetUse(username, budget.monthly_limit, spent, username=username))
+    return sorted(uses, key=lambda use: (use.username != "", -use.share))
+
+
+def failures_before_any_call(filters: AuditFilter) -> list[dict]:
+    """Requests that ended without calling a provider (route disabled, key missing, inputs
+    unreadable): they have no attempt, so the ledger alone would never show them."""
+    requests = GenerationRequest.objects.filter(
+        ~Exists(Attempt.objects.filter(request=OuterRef("pk"))),
+        status__in=[Status.FAILED, Status.REFUSED],
+    )
+    if filters.start:
+        requests = requests.filter(created_at__gte=day_start(filters.start))
+    if filters.end:
+        requests = requests.filter(created_at__lt=day_start(filters.end + timedelta(days=1)))
+    if filters.route_id is not None:
+        requests = requests.filter(route_id=filters.route_id)
+    if filters.user_id is not None:
+        requests = requests.filter(created_by_id=filters.user_id)
+    return list(
+        requests.order_by()
+        .values("failure_reason", "route__name")
+        .annotate(requests=Count("id"))
+        .order_by("-requests")
+    )
+
+
+# --- Charts (geometry here, markup in the templates) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One rectangle of a chart: position, size, series (a CSS class) and what it shows."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    series: str
+    title: str
+    href: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    y: float
+    label: str
+
+
+@dataclass(frozen=True)
+class ColumnChart:
+    width: int
+    height: int
+    plot_top: int
+    plot_bottom: int
+    plot_left: int
+    segments: list[Segment]
+    ticks: list[Tick]
+    labels: list[tuple[float, str]]
+    summary: str
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 x 10^n at or above value: a readable axis maximum."""
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value * (1 - 1e-9):
+            return step * magnitude
+    return 10 * magnitude  # pragma: no cover
+
+
+def money(value: Decimal | float | None, places: int = 2) -> str:
+    if value is None:
+        return "—"
+    return f"${value:,.{places}f}"
+
+
+def day_buckets(
+    days: dict[date, Spend], start: date | None, end: date | None
+) -> list[tuple[date, date, Spend]]:
+    """Every day (or week, for long ranges) of the range, empty ones included."""
+    if not days and not (start and end):
+        return []
+    first = start or min(days)
+    last = end or max(days)
+    if start is None and days:
+        first = min(days)
+    if end is None and days:
+        last = max(days)
+    step = 1 if (last - first).days < DAILY_BARS_UP_TO else 7
+    if step == 7:
+        first -= timedelta(days=first.weekday())
+    buckets = []
+    cursor = first
+    while cursor <= last:
+        bucket_end = min(cursor + timedelta(days=step - 1), last)
+        spend = Spend()
+        for offset in range((bucket_end - cursor).days + 1):
+            if (day := cursor + timedelta(days=offset)) in days:
+                spend.add(days[day])
+        buckets.append((cursor, bucket_end, spend))
+        cursor += timedelta(days=step)
+    return buckets
+
+
+def spend_column_chart(
+    buckets: list[tuple[date, date, Spend]],
+    series: list[tuple[str, str]],
+    link,
+    width: int = 1200,
+    height: int = 220,
+) -> ColumnChart:
+    """Stacked columns, one per bucket; series are (Spend attribute, CSS class) bottom-up."""
+    left, right, top, bottom = 64, 8, 10, height - 28
+    plot_width, plot_height = width - left - right, bottom - top
+    totals = [sum((getattr(s, name) or 0) for name, _ in series) for _, _, s in buckets]
+    peak = nice_ceiling(float(max(totals, default=0)))
+    slot = plot_width / max(len(buckets), 1)
+    bar = max(1.0, slot * 0.78)
+    segments, labels = [], []
+    every = max(1, math.ceil(len(buckets) / 10))
+    for index, (first, last, spend) in enumerate(buckets):
+        x = left + index * slot + (slot - bar) / 2
+        stacked = 0.0
+        when = f"{first:%Y-%m-%d}" if first == last else f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
+        for name, css in series:
+            value = float(getattr(spend, name) or 0)
+            if value <= 0:
+                continue
+            size = value / peak * plot_height
+            segments.append(
+                Segment(
+                    x=round(x, 2),
+                    y=round(bottom - stacked - size, 2),
+                    width=round(bar, 2),
+                    height=round(max(size, 0.5), 2),
+                    series=css,
+                    title=f"{when}: {money(value, 4)} {SERIES_NAMES[name]} "
+                    f"({spend.attempts} attempts, {spend.unpriced} unpriced)",
+                    href=link(first, last),
+                )
+            )
+            stacked += size
+        if index % every == 0:
+            labels.append((round(x + bar / 2, 2), f"{first:%b %d}"))
+    ticks = [
+        Tick(y=round(bottom - plot_height * share, 2), label=money(peak * share, 2))
+        for share in (0, 0.25, 0.5, 0.75, 1)
+    ]
+    total = sum(totals, 0)
+    highest = money(max(totals, default=0), 2)
+    summary = f"{len(buckets)} columns, {money(total, 2)} in all, highest {highest}"
+    return ColumnChart(width, height, top, bottom, left, segments, ticks, labels, summary)
+
+
+SERIES_NAMES = {
+    "token_cost": "per-token (price sheet)",
+    "per_call_cost": "per-call (provider price)",
+    "simulated_cost": "simulated (sandbox)",
+}
+BAR_WIDTH = 160
+
+
+def add_spend_bars(rows: list[Row], width: int = BAR_WIDTH) -> None:
+    """Horizontal bars for a breakdown table: real spend stacked by contract, one scale."""
+    peak = max((float(row.spend.real_cost) for row in rows), default=0.0)
+    for row in rows:
+        x = 0.0
+        for name, css in (("token_cost", "tokens"), ("per_call_cost", "per-call")):
+            value = float(getattr(row.spend, name) or 0)
+            if value <= 0 or peak <= 0:
+                continue
+            size = max(value / peak * width, 1.0)
+            row.bars.append(Segment(x, 0, round(size, 2), 12, css, f"{money(value, 4)} {name}"))
+            x += size
+
+
+def add_count_bars(items, count, width: int = BAR_WIDTH, series: str = "count") -> None:
+    peak = max((count(item) for item in items), default=0)
+    for item in items:
+        if peak and count(item):
+            size = round(max(count(item) / peak * width, 1.0), 2)
+            item.bars = [Segment(0, 0, size, 12, series, f"{count(item)}")]
+
+
+# --- The ledger: list and CSV --------------------------------------------------------------
+
+
+def _review_status_of_request():
+    """The request's human review status from its final outputs: one status, or "mixed"."""
+    finals = (
+        OutputImage.objects.filter(request=OuterRef("request_id"), kind=OutputImage.Kind.FINAL)
+        .order_by()
+        .values("request")
+        .annotate(low=Min("review_status"), high=Max("review_status"))
+        .annotate(status=Case(When(low=F("high"), then=F("low")), default=Value("mixed")))
+        .values("status")
+    )
+    return Subquery(finals)
+
+
+REVIEW_LABELS = {**dict(ReviewStatus.choices), "mixed": "Mixed (outputs differ)"}
+
+
+def label_reviews(attempts: Iterable[Attempt]) -> list[Attempt]:
+    """Attach the readable review status of each attempt's request (see ledger())."""
+    attempts = list(attempts)
+    for attempt in attempts:
+        attempt.review_label = REVIEW_LABELS.get(attempt.review_status or "", "")
+    return attempts
+
+
+NEWEST_FIRST = ("-started_at", "-id")
+
+
+def ledger_page(filters: AuditFilter, number, per_page: int) -> Page:
+    """One page of the attempt list, newest first, in a fixed number of queries.
+
+    The page is found on the bare filtered ids (a deep page skips ids, not joined rows),
+    then only its rows are loaded with what each shows: route, request, user, price sheet,
+    the request's review status and the attempt's stored outputs.
+    """
+    ids = filtered_attempts(filters).order_by(*NEWEST_FIRST).values_list("id", flat=True)
+    page = Paginator(ids, per_page).get_page(number)
+    finals = OutputImage.objects.filter(kind=OutputImage.Kind.FINAL).order_by("index")
+    rows = (
+        Attempt.objects.filter(pk__in=list(page.object_list))
+        .select_related("route", "price_sheet", "request", "request__created_by", "request__route")
+        .defer("request__prompt", "request__slot_values")
+        .annotate(review_status=_review_status_of_request())
+        .prefetch_related(Prefetch("outputs", queryset=finals, to_attr="final_outputs"))
+        .order_by(*NEWEST_FIRST)
+    )
+    page.object_list = label_reviews(rows)
+    return page
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str | None) -> str:
+    """Text from providers and people: a spreadsheet must not run it as a formula."""
+    if not value:
+        return ""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def _plain(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _time(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat()
+
+
+SHAPE_KEYS = (
+    "prompt_sha256",
+    "input_image_count",
+    "mask",
+    "size",
+    "quality",
+    "output_format",
+    "output_compression",
+    "background",
+    "n",
+    "partial_images",
+)
+# (CSV column, queryset path, how to write it). The last five are the storage pointer.
+CSV_COLUMNS = [
+    ("request_id", "request_id", _plain),
+    ("attempt", "number", _plain),
+    ("started_at", "started_at", _time),
+    ("finished_at", "finished_at", _time),
+    ("user", "request__created_by__username", _text),
+    ("route", "route__name", _text),
+    ("route_owner", "route_owner", _text),
+    ("routed_because", "routed_because", _text),
+    ("model_requested", "model_requested", _text),
+    ("model_sent", "model_sent", _text),
+    ("request_shape", "request_shape", None),
+    ("outcome", "outcome", _plain),
+    ("provider_request_id", "provider_request_id", _text),
+    ("http_status", "http_status", _plain),
+    ("retry_reason", "retry_reason", _plain),
+    ("error_code", "error_code", _text),
+    ("error_message", "error_message", _text),
+    ("latency_ms", "latency_ms", _plain),
+    ("input_text_tokens", "input_text_tokens", _plain),
+    ("input_image_tokens", "input_image_tokens", _plain),
+    ("cached_input_tokens", "cached_input_tokens", _plain),
+    ("output_image_tokens", "output_image_tokens", _plain),
+    ("output_text_tokens", "output_text_tokens", _plain),
+    ("cost_usd", "cost", _plain),
+    ("cost_basis", "cost_basis", _plain),
+    ("price_sheet_from", "price_sheet__effective_from", _time),
+    ("request_status", "request__status", _plain),
+    ("request_estimated_usd", "request__estimated_cost", _plain),
+    ("request_cost_usd", "request__cost", _plain),
+    ("review_status", "review_status", _plain),
+    ("output_path", "final__file", _text),
+    ("output_sha256", "final__sha256", _plain),
+    ("output_url", "final__public_url", _text),
+    ("delete_after", "final__delete_after", _plain),
+    ("deleted_at", "final__deleted_at", _time),
+]
+POINTER_COLUMNS = 5
+CSV_HEADER = [
+    name
+    for column, _, _ in CSV_COLUMNS
+    for name in ([f"shape_{key}" for key in SHAPE_KEYS] if column == "request_shape" else [column])
+] + ["simulated"]
+_SHAPE_AT = [column for column, _, _ in CSV_COLUMNS].index("request_shape")
+_OWNER_AT = [column for column, _, _ in CSV_COLUMNS].index("route_owner")
+
+
+def csv_rows(filters: AuditFilter, chunk_size: int = 2000) -> Iterator[list[str]]:
+    """The filtered ledger, oldest first, one line per attempt, streamed from the database.
+
+    An attempt's final outputs come from a LEFT JOIN (one database row per output); rows of
+    one attempt arrive together and are folded into one line, so memory stays flat.
+    """
+    rows = (
+        filtered_attempts(filters)
+        .annotate(
+            final=FilteredRelation("outputs", condition=Q(outputs__kind=OutputImage.Kind.FINAL)),
+            review_status=_review_status_of_request(),
+        )
+        .order_by("started_at", "id", "final__index")
+        .values_list("id", *(path for _, path, _ in CSV_COLUMNS))
+    )
+    writers = [write for _, _, write in CSV_COLUMNS]
+    pointer = slice(len(CSV_COLUMNS) - POINTER_COLUMNS, len(CSV_COLUMNS))
+    for _, group in groupby(rows.iterator(chunk_size=chunk_size), key=itemgetter(0)):
+        first, *more = group
+        values = first[1:]
+        line = [
+            _plain(value) if write is None else write(value)
+            for write, value in zip(writers, values, strict=True)
+        ]
+        if more:  # several final outputs: one pointer each, in index order
+            for offset in range(pointer.start, pointer.stop):
+                write = writers[offset]
+                line[offset] = " ".join(
+                    write(row[offset + 1]) for row in (first, *more) if row[offset + 1]
+                )
+        shape = values[_SHAPE_AT] if isinstance(values[_SHAPE_AT], dict) else {}
+        line[_SHAPE_AT : _SHAPE_AT + 1] = [_plain(shape.get(key)) for key in SHAPE_KEYS]
+        line.append("yes" if values[_OWNER_AT] == SANDBOX_OWNER else "no")
+        yield line
+
+
+# --- The dashboard, assembled --------------------------------------------------------------
+
+
+def dashboard(filters: AuditFilter, routes: Iterable[Route]) -> dict:
+    """Everything the dashboard shows for a filter, each figure with its drill-down link.
+
+    A fixed set of queries: the grouped attempts, spend by day, spend by request settings,
+    latency percentiles, estimate against actual, budgets and failures before any call.
+    """
+    attempts = filtered_attempts(filters)
+    list_url, export_url = reverse("audit:attempts"), reverse("audit:export")
+
+    def drill(**changes) -> str:
+        return f"{list_url}?{filters.querystring(**changes)}"
+
+    summary = attempt_breakdowns(attempts)
+    by_request = request_breakdowns(attempts)
+    percentiles = latency_percentiles(attempts)
+    by_id = {route.pk: route for route in routes}
+    names = {pk: route.name for pk, route in by_id.items()}
+    route_stats = sorted(summary["routes"].values(), key=lambda stats: -stats.attempts)
+    for stats in route_stats:
+        stats.name = names.get(stats.route_id, f"route {stats.route_id}")
+        stats.p50, stats.p95 = (percentiles.get(stats.route_id, {}).get(p) for p in (0.5, 0.95))
+        stats.href = drill(route=stats.name)
+        stats.failed_href = drill(route=stats.name, outcome=Outcome.FAILED)
+    for reason in summary["reasons"]:
+        reason.href = drill(reason=reason.reason)
+        reason.by_route = {
+            names.get(route_id, str(route_id)): count
+            for route_id, count in sorted(reason.by_route.items(), key=lambda item: -item[1])
+        }
+    estimates = list(summary["estimates"].values())
+    for row in estimates:
+        if route := by_id.get(row.route_id):
+            row.name, row.owner, row.pricing_mode = route.name, route.owner, route.pricing_mode
+    fallbacks = []
+    for (from_id, to_id), spend in sorted(
+        summary["fallbacks"].items(), key=lambda item: -item[1].attempts
+    ):
+        from_name, to_name = names.get(from_id, "?"), names.get(to_id, "?")
+        href = drill(fallback="1", submitted_to=from_name, route=to_name)
+        fallbacks.append(Fallback(from_name, to_name, spend, href))
+    budgets = budget_use()
+    for budget in budgets:
+        budget.href = drill(user=budget.username) if budget.username else ""
+    add_count_bars(summary["reasons"], lambda reason: reason.attempts, series="failed")
+    add_count_bars(route_stats, lambda stats: stats.attempts)
+    tables = [
+        ("Spend by route owner", "Route owner", summary["owners"]),
+        ("Spend by model", "Requested → sent", summary["models"]),
+        ("Top spenders", "User", by_request["users"]),
+        ("Spend by quality", "Quality", by_request["qualities"]),
+        ("Spend by size", "Size", by_request["sizes"]),
+    ]
+    for _, _, rows in tables:
+        add_spend_bars(rows)
+        for row in rows:
+            row.href = drill(**row.drill) if row.drill else ""
+    buckets = day_buckets(spend_by_day(attempts), filters.start, filters.end)
+
+    def period(first: date, last: date) -> str:
+        return drill(start=first, end=last)
+
+    return {
+        "total": summary["total"],
+        "real_chart": spend_column_chart(
+            buckets, [("token_cost", "tokens"), ("per_call_cost", "per-call")], period
+        ),
+        "simulated_chart": spend_column_chart(
+            buckets, [("simulated_cost", "simulated")], period, height=150
+        ),
+        "has_simulated": summary["total"].simulated_cost is not None,
+        "tables": tables,
+        "routes": route_stats,
+        "reasons": summary["reasons"],
+        "fallbacks": fallbacks,
+        "fallback_attempts": sum(fallback.spend.attempts for fallback in fallbacks),
+        "estimates": sorted(estimates, key=lambda row: (row.simulated, row.name)),
+        "budgets": budgets,
+        "no_call_failures": failures_before_any_call(filters),
+        "links": {
+            "all": drill(),
+            "unpriced": drill(basis=Basis.UNPRICED),
+            "failed": drill(outcome=Outcome.FAILED),
+            "fallback": drill(fallback="1"),
+            "csv": f"{export_url}?{filters.querystring()}",
+        },
+    }
+
+
+def presets(filters: AuditFilter, today: date | None = None) -> list[tuple[str, str]]:
+    """Quick date ranges, keeping the other filters."""
+    today = today or timezone.localdate()
+    ranges = [
+        ("Last 7 days", today - timedelta(days=6), today),
+        ("Last 30 days", today - timedelta(days=DEFAULT_DAYS - 1), today),
+        ("This month", today.replace(day=1), today),
+        ("All time", None, None),
+    ]
+    return [(label, filters.querystring(start=first, end=last)) for label, first, last in ranges]

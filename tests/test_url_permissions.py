@@ -1,0 +1,220 @@
+"""Walk every URL the studio serves and check who may open it.
+
+Every named URL must appear in EXPECTED below (or in PUBLIC): a new view fails this test
+until someone has decided, here, who may see it. Each object URL is checked for every role
+and for the owner against another user's object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from django.core.files.base import ContentFile
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from PIL import Image
+
+from review.models import decide
+from studio.models import Attempt, GenerationRequest, InputImage, OutputImage, Status
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC = {"login", "healthz", "logout"}
+ROLES = ("anonymous", "owner", "other_designer", "reviewer", "admin", "outsider")
+LOGIN = "login"  # a redirect to the login page
+
+# Who gets what. owner/other_designer are designers; "other" sees the owner's objects.
+DESIGNER_PAGE = {
+    "anonymous": LOGIN,
+    "owner": 200,
+    "other_designer": 200,
+    "reviewer": 403,
+    "admin": 200,
+    "outsider": 403,
+}
+OWN_OBJECT = {
+    "anonymous": LOGIN,
+    "owner": 200,
+    "other_designer": 404,
+    "reviewer": 200,
+    "admin": 200,
+    "outsider": 404,
+}
+OWN_OBJECT_ACTION = {
+    "anonymous": LOGIN,
+    "owner": 302,
+    "other_designer": 404,
+    "reviewer": 403,
+    "admin": 302,
+    "outsider": 403,
+}
+REVIEWER_PAGE = {
+    "anonymous": LOGIN,
+    "owner": 403,
+    "other_designer": 403,
+    "reviewer": 200,
+    "admin": 200,
+    "outsider": 403,
+}
+ADMIN_PAGE = {
+    "anonymous": LOGIN,
+    "owner": 403,
+    "other_designer": 403,
+    "reviewer": 403,
+    "admin": 200,
+    "outsider": 403,
+}
+SIGNED_IN = {
+    "anonymous": LOGIN,
+    "owner": 200,
+    "other_designer": 200,
+    "reviewer": 200,
+    "admin": 200,
+    "outsider": 200,
+}
+
+EXPECTED = {
+    "studio:home": (
+        "GET",
+        {**DESIGNER_PAGE, "owner": 302, "other_designer": 302, "reviewer": 302, "admin": 302},
+    ),
+    "studio:request-list": ("GET", DESIGNER_PAGE),
+    "studio:request-new": ("GET", DESIGNER_PAGE),
+    "studio:composer-preview": ("POST", DESIGNER_PAGE),
+    "studio:edit-new": ("GET", DESIGNER_PAGE),
+    "studio:edit-preview": ("POST", DESIGNER_PAGE),
+    "studio:request-detail": ("GET", OWN_OBJECT),
+    "studio:request-run-again": ("POST", OWN_OBJECT_ACTION),
+    "studio:request-cancel": ("POST", OWN_OBJECT_ACTION),
+    "studio:suggested-edit": ("POST", {**OWN_OBJECT_ACTION, "admin": 403}),
+    "studio:output-file": ("GET", OWN_OBJECT),
+    "studio:output-drift": ("GET", OWN_OBJECT),
+    "studio:input-file": ("GET", OWN_OBJECT),
+    "review:queue": ("GET", REVIEWER_PAGE),
+    "review:output": ("GET", REVIEWER_PAGE),
+    "review:inspection": ("GET", REVIEWER_PAGE),
+    "review:decide": ("POST", {**REVIEWER_PAGE, "reviewer": 200, "admin": 200}),
+    "audit:dashboard": ("GET", ADMIN_PAGE),
+    "audit:attempts": ("GET", ADMIN_PAGE),
+    "audit:export": ("GET", ADMIN_PAGE),
+    "password_change": ("GET", SIGNED_IN),
+    "password_change_done": ("GET", SIGNED_IN),
+}
+
+
+def named_urls() -> list[tuple[str, URLPattern]]:
+    def walk(patterns, namespace=""):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+                yield from walk(pattern.url_patterns, inner)
+            elif pattern.name:
+                yield f"{namespace}{pattern.name}", pattern
+
+    return [
+        (name, pattern)
+        for name, pattern in walk(get_resolver().url_patterns)
+        if not name.startswith(("admin:", "sandbox:"))
+    ]
+
+
+def test_every_url_has_a_decision_about_who_may_open_it():
+    undecided = sorted({name for name, _ in named_urls()} - set(EXPECTED) - PUBLIC)
+    assert undecided == [], f"add these to EXPECTED in {__name__}: {undecided}"
+
+
+def png(size=(64, 64), mode="RGB", color=(120, 160, 200, 255)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color[: len(mode)]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def objects(designer, reviewer, sandbox_route, seed_frames):
+    """The owner's masked edit, with its inputs, its output and a change request on it."""
+    generation = GenerationRequest.objects.create(
+        created_by=designer,
+        route=sandbox_route,
+        operation="edit",
+        prompt="p",
+        prompt_sha256="0" * 64,
+        width=64,
+        height=64,
+        quality="low",
+        output_format="png",
+        provider_model="gpt-image-2",
+        status=Status.SUCCEEDED,
+    )
+    inputs = {}
+    for position, (role, data) in enumerate(
+        [("source", png()), ("mask", png(mode="RGBA", color=(0, 0, 0, 0)))]
+    ):
+        item = InputImage(
+            request=generation,
+            role=role,
+            position=position,
+            sha256=hashlib.sha256(data).hexdigest(),
+            bytes=len(data),
+            width=64,
+            height=64,
+            format="png",
+            mode="RGB" if role == "source" else "RGBA",
+            original_sha256=hashlib.sha256(data).hexdigest(),
+        )
+        item.file.save(f"{role}.png", ContentFile(data), save=False)
+        item.save()
+        inputs[role] = item
+    output = OutputImage(
+        request=generation,
+        attempt=Attempt.begin(generation, sandbox_route),
+        sha256="0" * 64,
+        bytes=10,
+        width=64,
+        height=64,
+        format="png",
+    )
+    output.file.save("00.png", ContentFile(png(color=(10, 20, 30, 255))), save=False)
+    output.save()
+    region = ContentFile(png(mode="RGBA", color=(0, 0, 0, 0)), name="region.png")
+    decision = decide(output, reviewer, "changes_requested", "bluer", region)
+    return {
+        "request_id": generation.id,
+        "output_id": output.id,
+        "input_id": inputs["source"].id,
+        "decision_id": decision.id,
+    }
+
+
+@pytest.fixture
+def users(designer, other_designer, reviewer, admin_user, outsider):
+    return {
+        "anonymous": None,
+        "owner": designer,
+        "other_designer": other_designer,
+        "reviewer": reviewer,
+        "admin": admin_user,
+        "outsider": outsider,
+    }
+
+
+CASES = [(name, role) for name in EXPECTED for role in ROLES]
+
+
+@pytest.mark.parametrize(("name", "role"), CASES, ids=[f"{n}-{r}" for n, r in CASES])
+def test_who_may_open_what(client, users, objects, monkeypatch, name, role):
+    monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
+    method, expected_by_role = EXPECTED[name]
+    pattern = dict(named_urls())[name]
+    kwargs = {key: objects[key] for key in pattern.pattern.converters}
+    url = reverse(name, kwargs=kwargs)
+    if users[role] is not None:
+        client.force_login(users[role])
+    response = client.get(url) if method == "GET" else client.post(url, {})
+    expected = expected_by_role[role]
+    if expected == LOGIN:
+        assert response.status_code == 302 and response.url.startswith(reverse("login")), (
+            f"{name} let an anonymous visitor in ({response.status_code})"
+        )
+    else:
+        assert response.status_code == expected, f"{name} as {role}: {response.status_code}"
