@@ -306,3 +306,68 @@ class TestFuzz:
         for url in (reverse("studio:request-new"), reverse("studio:composer-preview")):
             response = client.post(url, data)
             assert response.status_code < 500, response.content[:500]
+
+
+class TestUploadFuzz:
+    """Random bytes, and real images cut or spliced at random, at the upload readers and the
+    edit form: only UploadRejected or form errors come out, never an exception or a 500."""
+
+    @staticmethod
+    def _image_bytes(kind: str) -> bytes:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        mode = "RGBA" if kind == "PNG" else "RGB"
+        Image.new(mode, (48, 32), (10, 200, 30, 0)[: len(mode)]).save(buffer, kind)
+        return buffer.getvalue()
+
+    @FUZZ
+    @given(
+        st.sampled_from(["PNG", "JPEG", "WEBP"]),
+        st.integers(0, 400),
+        st.binary(max_size=64),
+        st.booleans(),
+    )
+    def test_the_readers_only_refuse(self, kind, cut, splice, as_mask):
+        import io
+
+        from studio import uploads
+
+        data = self._image_bytes(kind)
+        data = data[:cut] + splice + data[cut + len(splice) :]
+        source = uploads.read_input_image(
+            io.BytesIO(self._image_bytes("PNG")), 100, "source.png", "source"
+        )
+        try:
+            if as_mask:
+                uploads.read_mask(io.BytesIO(data), len(data), "mask.png", source)
+            else:
+                uploads.read_input_image(io.BytesIO(data), len(data), "x.png", "reference")
+        except uploads.UploadRejected as problem:
+            assert str(problem)
+
+    @FUZZ
+    @given(st.binary(max_size=512), st.binary(max_size=256), st.text(max_size=40))
+    def test_random_multipart_edits_never_500(self, designer, sandbox_route, source, mask, prompt):
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        client = Client(raise_request_exception=False)
+        client.force_login(designer)
+        response = client.post(
+            reverse("studio:edit-new"),
+            {
+                "prompt": prompt,
+                "route": sandbox_route.pk,
+                "size": "1024x1024",
+                "quality": "low",
+                "output_format": "png",
+                "background": "auto",
+                "n": "1",
+                "source": SimpleUploadedFile("s.png", source, "image/png"),
+                "mask": SimpleUploadedFile("m.png", mask, "image/png"),
+            },
+        )
+        assert response.status_code < 500, response.content[:300]
+        assert not GenerationRequest.objects.exists()
