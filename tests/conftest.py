@@ -108,6 +108,8 @@ def sandbox_route(db, price_sheet) -> Route:
         owner="sandbox",
         model_map={"gpt-image-2": "gpt-image-2"},
         timeout_seconds=30,
+        supports_streaming=True,
+        supports_assistant=True,
     )
 
 
@@ -146,6 +148,14 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     artifacts = django_settings.BASE_DIR / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "celery-worker.log").write_text(worker.log())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_sessions(django_db_setup, django_db_blocker):
+    """Set up before (so torn down after) the live server and workers: end any session they
+    left on the test database so it can be dropped."""
+    yield
+    _close_other_sessions(django_db_blocker)
 
 
 def _close_other_sessions(django_db_blocker) -> None:
