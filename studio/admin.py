@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from studio.models import (
     Attempt,
     Budget,
+    Conversation,
     GenerationRequest,
     OutputImage,
     PriceSheet,
@@ -52,6 +53,7 @@ class RouteForm(forms.ModelForm):
             "supports_assistant",
             "supports_streaming",
             "supports_transparent",
+            "assistant_model",
         ]
         widgets = {"model_map": forms.Textarea(attrs={"rows": 3, "cols": 60})}
 
@@ -143,6 +145,7 @@ class RouteAdmin(admin.ModelAdmin):
                     "supports_edits",
                     "supports_masks",
                     "supports_assistant",
+                    "assistant_model",
                     "supports_streaming",
                     "supports_transparent",
                 ]
@@ -285,3 +288,10 @@ class PromptFrameAdmin(admin.ModelAdmin):
 class BudgetAdmin(admin.ModelAdmin):
     list_display = ["__str__", "scope", "user", "monthly_limit"]
     list_filter = ["scope"]
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["title", "owner", "route", "created_at", "last_response_id"]
+    list_select_related = ["owner", "route"]
+    readonly_fields = ["last_response_id", "created_at"]

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field, replace
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 
 from studio import imagerules, pricing
 from studio.models import (
     DEFAULT_MODEL,
     Budget,
+    Conversation,
     GenerationRequest,
     OutputImage,
     PromptFrame,
@@ -169,10 +170,11 @@ class ComposerForm(forms.Form):
                 "route that declares transparent support.",
             )
         data["partial_images"] = data.get("partial_images") or 0
-        if data["partial_images"]:
+        if data["partial_images"] and route and not route.supports_streaming:
             self.add_error(
                 "partial_images",
-                "Streamed partial previews are not available in this studio yet; set 0.",
+                f"Route {route.name} does not stream partial previews; set 0 or choose a "
+                "route that supports streaming.",
             )
         return data
 
@@ -433,9 +435,6 @@ class EditForm(ComposerForm):
         width, height = imagerules.edit_output_size(output.width, output.height)
         return f"Same as the source ({width} x {height})"
 
-    def setting_fields(self) -> list[forms.BoundField]:
-        return [field for field in super().setting_fields() if field.name != "partial_images"]
-
     def clean(self) -> dict:
         if not self.for_preview:
             self._clean_inputs()
@@ -558,7 +557,6 @@ def initial_for_edit(
     initial: dict = {}
     if generation is not None:
         initial.update(initial_from_request(generation))
-        initial.pop("partial_images", None)
     elif frame is not None:
         initial.update(initial_for_frame(frame))
     if output is not None:
@@ -568,3 +566,67 @@ def initial_for_edit(
     initial.pop("width", None)
     initial.pop("height", None)
     return initial
+
+
+class TurnForm(forms.Form):
+    """One message to the assistant."""
+
+    message = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=imagerules.MAX_PROMPT_CHARS,
+        help_text="Ask for an image or a change to the last one; quote text that must appear, "
+        'e.g. "Spring Sale".',
+    )
+
+
+class ConversationForm(TurnForm):
+    """A new conversation: its title, route, the image tool's settings, the first message."""
+
+    title = forms.CharField(max_length=200)
+    route = RouteChoiceField(queryset=Route.objects.none(), empty_label=None)
+    size = forms.ChoiceField(choices=imagerules.SIZE_PRESETS, initial="1024x1024")
+    quality = forms.ChoiceField(
+        choices=[(q, q) for q in imagerules.QUALITIES if q != "auto"], initial="low"
+    )
+    output_format = forms.ChoiceField(
+        choices=[(f, f.upper()) for f in imagerules.OUTPUT_FORMATS], initial="png"
+    )
+    partial_images = forms.IntegerField(
+        label="Partial previews",
+        min_value=0,
+        max_value=3,
+        initial=0,
+        help_text="Each preview adds output tokens.",
+    )
+
+    field_order = ["title", "route", "size", "quality", "output_format", "partial_images"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Only routes that can serve the Responses API are offered.
+        self.fields["route"].queryset = Route.objects.filter(enabled=True, supports_assistant=True)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        route = data.get("route")
+        if data.get("partial_images") and route and not route.supports_streaming:
+            self.add_error("partial_images", f"Route {route.name} does not stream previews.")
+        return data
+
+    def start(self, owner) -> tuple[Conversation, GenerationRequest]:
+        data = self.cleaned_data
+        width, height = (int(edge) for edge in data["size"].split("x"))
+        with transaction.atomic():  # a refused first turn (budget, flood) leaves nothing
+            conversation = Conversation.objects.create(
+                owner=owner,
+                title=data["title"],
+                route=data["route"],
+                settings={
+                    "width": width,
+                    "height": height,
+                    "quality": data["quality"],
+                    "output_format": data["output_format"],
+                    "partial_images": data["partial_images"] or 0,
+                },
+            )
+            return conversation, conversation.add_turn(owner, data["message"])

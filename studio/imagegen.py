@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import openai
@@ -43,6 +44,18 @@ class GenerationResult:
     usage: Usage | None
     provider_request_id: str
     http_status: int
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A streamed preview: which image of the request it belongs to, and its place in it."""
+
+    image_number: int
+    partial_image_index: int
+    image: GeneratedImage
+
+
+OnPartial = Callable[[PartialImage], None]
 
 
 @dataclass
@@ -104,35 +117,91 @@ class EditInputs:
     mask: FileTuple | None = None
 
 
-def generate(route, request) -> GenerationResult:
-    """Call images.generate on the route for this request; raise ImageGenError on failure."""
-    client = client_for(route)
-    try:
-        raw = client.images.with_raw_response.generate(**generation_params(request))
-        response = raw.parse()
-    except openai.APIError as error:
-        raise classify(error) from error
-    return _result(raw, response, request)
+def generate(route, request, on_partial: OnPartial | None = None) -> GenerationResult:
+    """Call images.generate on the route for this request; raise ImageGenError on failure.
+
+    With partial_images > 0 the call streams; each preview goes to `on_partial` as it arrives.
+    """
+    return _call(client_for(route).images, generation_params(request), request, on_partial)
 
 
-def edit(route, request, inputs: EditInputs) -> GenerationResult:
+def edit(
+    route, request, inputs: EditInputs, on_partial: OnPartial | None = None
+) -> GenerationResult:
     """Call images.edit with the request's images and mask; raise ImageGenError on failure.
 
     The images go as (filename, bytes, mime) tuples so the multipart parts carry the image
     type the API checks before it reads a byte; the mask applies to the first image.
     """
-    client = client_for(route)
     params = generation_params(request)
     # One image goes as `image`, several as the `image[]` array, as OpenAI's examples send them.
     params["image"] = inputs.images[0] if len(inputs.images) == 1 else inputs.images
     if inputs.mask is not None:
         params["mask"] = inputs.mask
+    return _call(client_for(route).images, params, request, on_partial, edit=True)
+
+
+def _call(images_api, params: dict, request, on_partial, *, edit: bool = False):
+    method = images_api.with_raw_response.edit if edit else images_api.with_raw_response.generate
+    streaming = request.partial_images > 0
+    if streaming:
+        params = {**params, "stream": True, "partial_images": request.partial_images}
     try:
-        raw = client.images.with_raw_response.edit(**params)
+        raw = method(**params)
         response = raw.parse()
+        if streaming:
+            return _streamed_result(raw, response, request, on_partial)
     except openai.APIError as error:
         raise classify(error) from error
     return _result(raw, response, request)
+
+
+def _streamed_result(raw, stream, request, on_partial: OnPartial | None) -> GenerationResult:
+    """Read an Image API stream: `*.partial_image` events, then one `*.completed` per image.
+
+    An `error` event makes the SDK raise openai.APIError, classified by the caller.
+    """
+    provider_request_id = raw.headers.get("x-request-id", "")
+    images: list[GeneratedImage] = []
+    usages: list[Usage] = []
+    with stream:  # closes the connection if a bad image ends the reading early
+        for event in stream:
+            kind = event.type.rsplit(".", 1)[-1]
+            try:
+                image = decode_image(event.b64_json, expected=request.output_format)
+            except ImageGenError as error:
+                error.provider_request_id = provider_request_id
+                error.http_status = raw.status_code
+                raise
+            if kind == "partial_image":
+                if on_partial is not None:
+                    on_partial(PartialImage(len(images), event.partial_image_index, image))
+            elif kind == "completed":
+                images.append(image)
+                usage = Usage.from_api(event.usage.model_dump() if event.usage else None)
+                if usage is not None:
+                    usages.append(usage)
+    if not images:
+        raise ImageGenError(
+            "invalid_output",
+            "The stream ended without a completed image.",
+            http_status=raw.status_code,
+            provider_request_id=provider_request_id,
+            billed_usage=sum_usage(usages),
+        )
+    return GenerationResult(images, sum_usage(usages), provider_request_id, raw.status_code)
+
+
+def sum_usage(usages: list[Usage]) -> Usage | None:
+    """One usage for a request streamed as several completed events (n > 1)."""
+    if not usages:
+        return None
+    return Usage(
+        **{
+            name: sum(getattr(usage, name) for usage in usages)
+            for name in Usage.__dataclass_fields__
+        }
+    )
 
 
 def _result(raw, response, request) -> GenerationResult:
@@ -156,6 +225,118 @@ def _result(raw, response, request) -> GenerationResult:
             billed_usage=usage,
         )
     return GenerationResult(images, usage, provider_request_id, raw.status_code)
+
+
+@dataclass(frozen=True)
+class AssistantResult:
+    """One Responses API turn: the text, the image_generation_call results, and both usages.
+
+    `usage` is the image tool's (priced like any image call), `mainline_usage` the mainline
+    model's own tokens."""
+
+    text: str
+    images: list[GeneratedImage]
+    response_id: str
+    usage: Usage | None
+    mainline_usage: Usage | None
+    provider_request_id: str
+    http_status: int
+
+
+def responses_params(route, request, previous_response_id: str | None) -> dict:
+    """The Responses API body of an assistant turn: the mainline model calling the image tool."""
+    tool = {
+        "type": "image_generation",
+        "model": request.provider_model,
+        "size": request.size,
+        "quality": request.quality,
+        "output_format": request.output_format,
+    }
+    if request.partial_images:
+        tool["partial_images"] = request.partial_images
+    params = {"model": route.assistant_model, "input": request.prompt, "tools": [tool]}
+    if previous_response_id:
+        params["previous_response_id"] = previous_response_id
+    return params
+
+
+def respond(
+    route, request, previous_response_id: str | None = None, on_partial: OnPartial | None = None
+) -> AssistantResult:
+    """One assistant turn through client.responses.create; streamed when partial previews
+    are asked for (`response.image_generation_call.partial_image`, `partial_image_b64`)."""
+    params = responses_params(route, request, previous_response_id)
+    streaming = request.partial_images > 0
+    try:
+        raw = client_for(route).responses.with_raw_response.create(**params, stream=streaming)
+        parsed = raw.parse()
+        response = _read_response_stream(parsed, request, on_partial) if streaming else parsed
+    except openai.APIError as error:
+        raise classify(error) from error
+    provider_request_id = raw.headers.get("x-request-id", "")
+    status = getattr(response, "status", "completed")
+    if status != "completed":
+        raise ImageGenError(
+            "provider_5xx" if status == "failed" else "unknown",
+            f"The response ended {status}.",
+            raw.status_code,
+            provider_request_id=provider_request_id,
+        )
+    images = []
+    for item in response.output:
+        if item.type == "image_generation_call":
+            try:
+                images.append(decode_image(item.result, expected=request.output_format))
+            except ImageGenError as error:
+                error.provider_request_id = provider_request_id
+                error.http_status = raw.status_code
+                raise
+    return AssistantResult(
+        text=response.output_text,
+        images=images,
+        response_id=response.id,
+        usage=_image_tool_usage(response),
+        mainline_usage=_mainline_usage(response),
+        provider_request_id=provider_request_id,
+        http_status=raw.status_code,
+    )
+
+
+def _read_response_stream(stream, request, on_partial: OnPartial | None):
+    """Hand each partial preview over as it arrives; the final response comes whole in
+    `response.completed` (or `response.failed`). An `error` event raises openai.APIError."""
+    finished = None
+    calls_done = 0
+    with stream:
+        for event in stream:
+            if event.type == "response.image_generation_call.partial_image":
+                if on_partial is not None:
+                    image = decode_image(event.partial_image_b64, expected=request.output_format)
+                    on_partial(PartialImage(calls_done, event.partial_image_index, image))
+            elif event.type == "response.image_generation_call.completed":
+                calls_done += 1
+            elif event.type in ("response.completed", "response.failed", "response.incomplete"):
+                finished = event.response
+    if finished is None:
+        raise ImageGenError("invalid_output", "The stream ended without a final response.")
+    return finished
+
+
+def _mainline_usage(response) -> Usage | None:
+    if response.usage is None:
+        return None
+    return Usage(
+        input_text_tokens=response.usage.input_tokens,
+        cached_text_tokens=response.usage.input_tokens_details.cached_tokens or 0,
+        output_text_tokens=response.usage.output_tokens,
+    )
+
+
+def _image_tool_usage(response) -> Usage | None:
+    """The image tool's tokens (`tool_usage.image_gen`), when the provider reports them."""
+    extra = response.model_dump().get("tool_usage") or {}
+    image_gen = extra.get("image_gen") if isinstance(extra, dict) else None
+    return Usage.from_api(image_gen) if image_gen else None
 
 
 def decode_image(b64: str | None, *, expected: str | None = None) -> GeneratedImage:
@@ -194,7 +375,7 @@ def classify(error: openai.APIError) -> ImageGenError:
     if isinstance(error, openai.APIConnectionError):
         return ImageGenError("connection", f"Could not reach the provider: {error.message}")
     if not isinstance(error, openai.APIStatusError):
-        return ImageGenError("unknown", str(error))
+        return _classify_stream_error(error)
 
     status = error.status_code
     body = error.body if isinstance(error.body, dict) else {}
@@ -218,6 +399,24 @@ def classify(error: openai.APIError) -> ImageGenError:
     else:
         reason = "unknown"
     return ImageGenError(reason, message, status, code, request_id, retry_after)
+
+
+STREAM_ERROR_REASONS = {
+    "server_error": "provider_5xx",
+    "rate_limit_exceeded": "rate_limit",
+    "moderation_blocked": "policy",
+    "content_policy_violation": "policy",
+    "invalid_request_error": "validation",
+}
+
+
+def _classify_stream_error(error: openai.APIError) -> ImageGenError:
+    """An `error` event inside a stream (HTTP 200 already sent): classify by its code/type."""
+    body = error.body if isinstance(error.body, dict) else {}
+    code = str(getattr(error, "code", None) or body.get("code") or "")
+    kind = str(getattr(error, "type", None) or body.get("type") or "")
+    reason = STREAM_ERROR_REASONS.get(code) or STREAM_ERROR_REASONS.get(kind) or "unknown"
+    return ImageGenError(reason, error.message or str(error), None, code)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

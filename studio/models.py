@@ -25,6 +25,15 @@ from studio import imagerules, pricing
 from studio.uploads import CheckedImage
 
 DEFAULT_MODEL = "gpt-image-2"
+DEFAULT_ASSISTANT_MODEL = "gpt-5.4"
+IMAGE_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
+
+
+def is_image_model(name: str) -> bool:
+    """Image models go in the image_generation tool, never in a Responses `model` field."""
+    return name.strip().lower().startswith(IMAGE_MODEL_PREFIXES)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -83,6 +92,12 @@ class Route(models.Model):
     supports_assistant = models.BooleanField(default=False)
     supports_streaming = models.BooleanField(default=False)
     supports_transparent = models.BooleanField(default=False)
+    assistant_model = models.CharField(
+        max_length=100,
+        default=DEFAULT_ASSISTANT_MODEL,
+        help_text="The mainline model assistant conversations call through the Responses API "
+        "(it calls the image_generation tool). Never an image model.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -105,6 +120,14 @@ class Route(models.Model):
             )
         if self.pricing_mode == self.PricingMode.PER_CALL and self.price_per_call is None:
             raise ValidationError({"price_per_call": "A per-call route needs its price per call."})
+        if is_image_model(self.assistant_model):
+            raise ValidationError(
+                {
+                    "assistant_model": f"{self.assistant_model} is an image model: the Responses "
+                    f"API needs a mainline model such as {DEFAULT_ASSISTANT_MODEL}, which calls "
+                    "the image model through its image_generation tool."
+                }
+            )
 
     def endpoint(self) -> str:
         if self.base_url:
@@ -672,6 +695,13 @@ class GenerationRequest(models.Model):
     retry_at = models.DateTimeField(null=True, blank=True)
     # A running row belongs to its worker until then; past it, the sweep resolves it.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Assistant turns: the conversation, the response this turn continues, and the answer.
+    conversation = models.ForeignKey(
+        "Conversation", null=True, blank=True, on_delete=models.CASCADE, related_name="turns"
+    )
+    previous_response_id = models.CharField(max_length=200, blank=True)
+    response_id = models.CharField(max_length=200, blank=True)
+    assistant_text = models.TextField(blank=True)
 
     objects = GenerationRequestQuerySet.as_manager()
 
@@ -719,6 +749,7 @@ class GenerationRequest(models.Model):
         expected_text_labels: list[str] | None = None,
         inputs: Sequence[CheckedImage] = (),
         parent_output: OutputImage | None = None,
+        conversation: Conversation | None = None,
     ) -> GenerationRequest:
         """Record a request with its estimate and queue it once the transaction commits.
 
@@ -748,7 +779,9 @@ class GenerationRequest(models.Model):
                 request = cls.objects.create(
                     created_by=created_by,
                     route=route,
-                    operation=cls.Operation.EDIT if inputs else cls.Operation.GENERATE,
+                    operation=cls._operation_for(inputs, conversation),
+                    conversation=conversation,
+                    previous_response_id=conversation.last_response_id if conversation else "",
                     parent_output=parent_output,
                     prompt=prompt,
                     prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
@@ -777,6 +810,12 @@ class GenerationRequest(models.Model):
                 default_storage.delete(name)
             raise
         return request
+
+    @classmethod
+    def _operation_for(cls, inputs, conversation) -> str:
+        if conversation is not None:
+            return cls.Operation.ASSISTANT
+        return cls.Operation.EDIT if inputs else cls.Operation.GENERATE
 
     def resubmit(self, created_by) -> GenerationRequest:
         """Run the same prompt and settings again as a new request."""
@@ -855,8 +894,14 @@ class GenerationRequest(models.Model):
         return sum(costs, Decimal(0))
 
     def succeed(self, attempt: Attempt) -> bool:
-        self.input_tokens = attempt.input_text_tokens + attempt.input_image_tokens
-        self.output_tokens = attempt.output_image_tokens + attempt.output_text_tokens
+        self.input_tokens = (
+            attempt.input_text_tokens + attempt.input_image_tokens + attempt.mainline_input_tokens
+        )
+        self.output_tokens = (
+            attempt.output_image_tokens
+            + attempt.output_text_tokens
+            + attempt.mainline_output_tokens
+        )
         return self._finish(Status.SUCCEEDED)
 
     def fail(self, reason: str, message: str) -> bool:
@@ -974,6 +1019,20 @@ class GenerationRequest(models.Model):
         return self.operation == self.Operation.EDIT
 
     @property
+    def is_assistant_turn(self) -> bool:
+        return self.operation == self.Operation.ASSISTANT
+
+    def record_reply(self, text: str, response_id: str) -> None:
+        """Keep the assistant's answer and its response id; the conversation continues from it."""
+        with transaction.atomic():
+            self.assistant_text, self.response_id = text, response_id
+            self.save(update_fields=["assistant_text", "response_id"])
+            if self.conversation_id:
+                Conversation.objects.filter(pk=self.conversation_id).update(
+                    last_response_id=response_id
+                )
+
+    @property
     def has_mask(self) -> bool:
         return self.is_edit and self.inputs.filter(role=InputImage.Role.MASK).exists()
 
@@ -1066,6 +1125,11 @@ class Attempt(models.Model):
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     cost_basis = models.CharField(max_length=20, choices=CostBasis.choices, blank=True)
     price_sheet = models.ForeignKey(PriceSheet, null=True, blank=True, on_delete=models.PROTECT)
+    # Assistant turns: the mainline model's own tokens, and the image tool's part of the cost.
+    mainline_model = models.CharField(max_length=100, blank=True)
+    mainline_input_tokens = models.PositiveIntegerField(default=0)
+    mainline_output_tokens = models.PositiveIntegerField(default=0)
+    image_tool_cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
     class Meta:
         ordering = ["request", "number"]
@@ -1190,6 +1254,30 @@ class Attempt(models.Model):
             ]
         )
 
+    def record_mainline(self, model: str, usage: pricing.Usage | None) -> None:
+        """An assistant turn: the image tool was priced from its usage (self.cost); add the
+        mainline model's tokens. Without a price sheet for that model the turn's cost is
+        unknown (unpriced), never 0; the tool's part stays in image_tool_cost."""
+        self.mainline_model = model
+        self.mainline_input_tokens = usage.input_tokens if usage else 0
+        self.mainline_output_tokens = usage.output_tokens if usage else 0
+        self.image_tool_cost = self.cost if self.cost_basis == self.CostBasis.TOKENS else None
+        sheet = PriceSheet.objects.in_force(model, self.started_at)
+        if usage is None or sheet is None or self.image_tool_cost is None:
+            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
+        else:
+            self.cost = self.image_tool_cost + pricing.cost_of_usage(usage, sheet)
+        self.save(
+            update_fields=[
+                "mainline_model",
+                "mainline_input_tokens",
+                "mainline_output_tokens",
+                "image_tool_cost",
+                "cost",
+                "cost_basis",
+            ]
+        )
+
     def record_usage(self, usage: pricing.Usage) -> None:
         """Every token class the provider reported, so the ledger shows what was priced."""
         self.input_text_tokens = usage.input_text_tokens
@@ -1300,13 +1388,21 @@ class OutputImage(models.Model):
             return handle.read()
 
 
-def store_output(request: GenerationRequest, attempt: Attempt, index: int, image) -> OutputImage:
+def store_output(
+    request: GenerationRequest,
+    attempt: Attempt,
+    index: int,
+    image,
+    kind: str = OutputImage.Kind.FINAL,
+) -> OutputImage:
     """Save one verified image under outputs/<request-id>/ and record where it went."""
     extension = "jpg" if image.format == "jpeg" else image.format
+    prefix = "partial-" if kind == OutputImage.Kind.PARTIAL else ""
     output = OutputImage(
         request=request,
         attempt=attempt,
         index=index,
+        kind=kind,
         sha256=image.sha256,
         bytes=len(image.data),
         width=image.width,
@@ -1315,11 +1411,26 @@ def store_output(request: GenerationRequest, attempt: Attempt, index: int, image
         delete_after=(timezone.now() + timedelta(days=request.route.retention())).date(),
     )
     output.file.save(
-        f"{index:02d}-{image.sha256[:16]}.{extension}", ContentFile(image.data), save=False
+        f"{prefix}{index:02d}-{image.sha256[:16]}.{extension}",
+        ContentFile(image.data),
+        save=False,
     )
     output.public_url = output.file.url
     output.save()
     return output
+
+
+def store_partial(request: GenerationRequest, attempt: Attempt, partial) -> OutputImage:
+    """Keep one streamed preview as it arrives. Previews of image k take the indexes
+    k * partial_images + partial_image_index; a retry's preview replaces an earlier attempt's."""
+    index = partial.image_number * max(1, request.partial_images) + partial.partial_image_index
+    earlier = OutputImage.objects.filter(
+        request=request, kind=OutputImage.Kind.PARTIAL, index=index
+    ).first()
+    if earlier is not None:
+        earlier.file.delete(save=False)
+        earlier.delete()
+    return store_output(request, attempt, index, partial.image, kind=OutputImage.Kind.PARTIAL)
 
 
 def input_upload_to(instance: InputImage, filename: str) -> str:
@@ -1484,3 +1595,75 @@ def launch_suggested_edit(decision, user) -> GenerationRequest:
         inputs=[source, mask],
         parent_output=output,
     )
+
+
+class ConversationQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ConversationQuerySet:
+        """A conversation is its owner's working space; admins may look in."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser or user.groups.filter(name="admin").exists():
+            return self
+        return self.filter(owner=user)
+
+
+class Conversation(models.Model):
+    """Multi-turn image work with an assistant: each turn is a GenerationRequest sent to the
+    Responses API, continuing from the previous turn's response."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="conversations"
+    )
+    title = models.CharField(max_length=200)
+    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="conversations")
+    # The image tool's settings for every turn: width, height, quality, output_format,
+    # partial_images.
+    settings = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_response_id = models.CharField(max_length=200, blank=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("studio:conversation-detail", args=[self.id])
+
+    @property
+    def latest_turn(self) -> GenerationRequest | None:
+        return self.turns.order_by("-created_at").first()
+
+    @property
+    def is_waiting(self) -> bool:
+        """A turn is still being answered: the next one must wait for its response id."""
+        return self.turns.exclude(status__in=TERMINAL_STATUSES).exists()
+
+    def latest_image(self) -> OutputImage | None:
+        return (
+            OutputImage.objects.filter(request__conversation=self, kind=OutputImage.Kind.FINAL)
+            .order_by("-created_at", "-index")
+            .first()
+        )
+
+    def add_turn(self, created_by, message: str) -> GenerationRequest:
+        """Send one message as a new turn, continuing from the last answered response; the
+        newest image so far is its parent in the lineage (a follow-up usually edits it)."""
+        if self.is_waiting:
+            raise ValidationError("Wait for the assistant to answer the last turn.")
+        return GenerationRequest.submit(
+            created_by=created_by,
+            route=self.route,
+            prompt=message,
+            width=self.settings["width"],
+            height=self.settings["height"],
+            quality=self.settings["quality"],
+            output_format=self.settings["output_format"],
+            partial_images=self.settings.get("partial_images", 0),
+            parent_output=self.latest_image(),
+            conversation=self,
+        )

@@ -20,7 +20,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from studio import drift, imagegen
-from studio.models import Attempt, GenerationRequest, InputImage, Route, Status, store_output
+from studio.models import (
+    Attempt,
+    GenerationRequest,
+    InputImage,
+    Route,
+    Status,
+    store_output,
+    store_partial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +80,21 @@ def run_generation(request_id: str) -> None:
             )
             return
 
+    if not route.can_serve(request):
+        request.fail("route_unavailable", f"Route {route.name} cannot serve this request.")
+        return
     attempt = Attempt.begin(request, route, routed_because)
     started = time.monotonic()
+    on_partial = _partial_storer(request, attempt)
     try:
-        if edit_inputs is not None:
-            result = imagegen.edit(route, request, edit_inputs)
+        if request.is_assistant_turn:
+            result = imagegen.respond(
+                route, request, request.previous_response_id or None, on_partial=on_partial
+            )
+        elif edit_inputs is not None:
+            result = imagegen.edit(route, request, edit_inputs, on_partial=on_partial)
         else:
-            result = imagegen.generate(route, request)
+            result = imagegen.generate(route, request, on_partial=on_partial)
     except imagegen.ImageGenError as error:
         _after_failed_call(request, attempt, error, started)
         return
@@ -101,12 +117,18 @@ def run_generation(request_id: str) -> None:
             images=len(result.images),
         )
     )
+    if request.is_assistant_turn:
+        _with_fresh_connection_on_failure(
+            lambda: attempt.record_mainline(route.assistant_model, result.mainline_usage)
+        )
     if not request.is_still_running():
         request.record_discarded_call()
         log.info(
             "request %s was cancelled during the call; result discarded, cost kept", request_id
         )
         return
+    if request.is_assistant_turn:
+        request.record_reply(result.text, result.response_id)
     try:
         stored = _store_with_retries(request, attempt, result.images)
     except Exception as error:
@@ -134,6 +156,20 @@ def run_generation(request_id: str) -> None:
         attempt.latency_ms,
         [output.file.name for output in stored],
     )
+
+
+def _partial_storer(request: GenerationRequest, attempt: Attempt):
+    """Store each streamed preview as it arrives, so the request page can show it while the
+    call runs. A preview that cannot be stored is logged and skipped: the final image is
+    what was asked for, and the stream must be read to its end."""
+
+    def store(partial: imagegen.PartialImage) -> None:
+        try:
+            store_partial(request, attempt, partial)
+        except Exception:
+            log.exception("request %s: a partial preview could not be stored", request.id)
+
+    return store
 
 
 def _read_edit_inputs(request: GenerationRequest) -> imagegen.EditInputs:
@@ -272,8 +308,12 @@ def plan_retry(
     route = attempt.route
     fallback = route.fallback
     candidates = []
+    # A follow-up turn continues a response stored by this route's provider; another
+    # provider does not know that previous_response_id.
+    continues_response = request.is_assistant_turn and bool(request.previous_response_id)
     if (
         error.reason in FALLBACK_REASONS
+        and not continues_response
         and fallback is not None
         and fallback.pk != route.pk
         and fallback.configuration_problem() is None

@@ -20,6 +20,18 @@ urlpatterns = [
         views.suggested_edit,
         name="suggested-edit",
     ),
+    path("conversations/", views.conversation_list, name="conversation-list"),
+    path("conversations/new/", views.conversation_new, name="conversation-new"),
+    path(
+        "conversations/<uuid:conversation_id>/",
+        views.conversation_detail,
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<uuid:conversation_id>/turn",
+        views.conversation_turn,
+        name="conversation-turn",
+    ),
     path("outputs/<uuid:output_id>/file", views.output_file, name="output-file"),
     path("outputs/<uuid:output_id>/drift.png", views.output_drift, name="output-drift"),
     path("inputs/<uuid:input_id>/file", views.input_file, name="input-file"),

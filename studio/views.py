@@ -19,7 +19,9 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from studio import drift, imagerules
 from studio.forms import (
     ComposerForm,
+    ConversationForm,
     EditForm,
+    TurnForm,
     initial_for_edit,
     initial_for_frame,
     initial_from_request,
@@ -27,6 +29,7 @@ from studio.forms import (
 from studio.models import (
     Budget,
     BudgetExceeded,
+    Conversation,
     GenerationRequest,
     InputImage,
     OutputImage,
@@ -266,6 +269,9 @@ def request_cancel(request, request_id):
 @require_POST
 def request_run_again(request, request_id):
     original = _get_request_for_user(request.user, request_id)
+    if original.operation == GenerationRequest.Operation.ASSISTANT:
+        messages.error(request, "A conversation turn continues in its conversation.")
+        return redirect(original)
     try:
         generation = original.resubmit(request.user)
     except SubmissionFlood as flood:
@@ -301,6 +307,7 @@ def request_detail(request, request_id):
         "now": timezone.now(),
         "attempts": generation.attempts.select_related("route"),
         "outputs": generation.outputs.filter(kind=OutputImage.Kind.FINAL),
+        **_preview_context(generation),
         **_lineage_context(request.user, generation),
     }
     if request.htmx:
@@ -310,6 +317,14 @@ def request_detail(request, request_id):
             return HttpResponseStopPolling(response.content)
         return response
     return render(request, "studio/request_detail.html", context)
+
+
+def _preview_context(generation: GenerationRequest) -> dict:
+    """The streamed previews in arrival order, and the newest to show while the call runs."""
+    previews = list(
+        generation.outputs.filter(kind=OutputImage.Kind.PARTIAL).order_by("created_at", "index")
+    )
+    return {"previews": previews, "latest_preview": previews[-1] if previews else None}
 
 
 @login_required
@@ -398,3 +413,83 @@ def _lineage_context(user, generation: GenerationRequest) -> dict:
         "before_label": "parent" if before is not None and before is parent else "source",
         "drift_threshold_percent": drift.DRIFT_THRESHOLD * 100,
     }
+
+
+def _get_conversation_for_user(user, conversation_id) -> Conversation:
+    return get_object_or_404(
+        Conversation.objects.visible_to(user).select_related("route", "owner"),
+        pk=conversation_id,
+    )
+
+
+@role_required(*DESIGNER_ROLES)
+@require_GET
+def conversation_list(request):
+    conversations = Conversation.objects.filter(owner=request.user).select_related("route")
+    return render(request, "studio/conversation_list.html", {"conversations": conversations})
+
+
+@role_required(*DESIGNER_ROLES)
+@require_http_methods(["GET", "POST"])
+def conversation_new(request):
+    """Start multi-turn work with the assistant: settings for every turn, and a first message."""
+    form = ConversationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            conversation, _turn = form.start(request.user)
+        except (BudgetExceeded, SubmissionFlood) as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            return redirect(conversation)
+    return render(request, "studio/conversation_new.html", {"form": form})
+
+
+def _conversation_context(request, conversation: Conversation, form=None) -> dict:
+    turns = list(conversation.turns.order_by("created_at").prefetch_related("outputs", "attempts"))
+    for turn in turns:
+        outputs = list(turn.outputs.all())
+        turn.final_outputs = [o for o in outputs if o.kind == OutputImage.Kind.FINAL]
+        turn.preview_outputs = [o for o in outputs if o.kind == OutputImage.Kind.PARTIAL]
+    waiting = any(not turn.is_terminal for turn in turns)
+    return {
+        "conversation": conversation,
+        "turns": turns,
+        "waiting": waiting,
+        "is_owner": conversation.owner_id == request.user.pk,
+        "form": form or TurnForm(),
+    }
+
+
+@role_required(*DESIGNER_ROLES)
+@require_GET
+@never_cache
+def conversation_detail(request, conversation_id):
+    conversation = _get_conversation_for_user(request.user, conversation_id)
+    context = _conversation_context(request, conversation)
+    if request.htmx:
+        response = render(request, "studio/conversation_detail.html#turns", context)
+        if not context["waiting"]:
+            return HttpResponseStopPolling(response.content)
+        return response
+    return render(request, "studio/conversation_detail.html", context)
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
+def conversation_turn(request, conversation_id):
+    """The next message; only the owner may speak in a conversation."""
+    conversation = _get_conversation_for_user(request.user, conversation_id)
+    if conversation.owner_id != request.user.pk:
+        raise Http404("No such conversation.")
+    form = TurnForm(request.POST)
+    if form.is_valid():
+        try:
+            conversation.add_turn(request.user, form.cleaned_data["message"])
+        except ValidationError as refusal:
+            form.add_error(None, refusal)
+        except (BudgetExceeded, SubmissionFlood) as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            return redirect(conversation)
+    context = _conversation_context(request, conversation, form)
+    return render(request, "studio/conversation_detail.html", context)

@@ -40,6 +40,7 @@ def form_data(route: Route, **changes) -> dict:
         "fallback": route.fallback_id or "",
         "retention_days": "",
         "enabled": "on" if route.enabled else "",
+        "assistant_model": route.assistant_model,
     }
     data.update(changes)
     return {key: value for key, value in data.items() if value != ""}
@@ -120,6 +121,16 @@ def test_a_good_change_is_saved_with_its_mapping(admin_client, seeded):
     route.refresh_from_db()
     assert route.model_sent_for("gpt-image-2") == "gpt-image-2-2026-04-21"
     assert route.fallback == seeded["laozhang"] and route.supports_streaming
+
+
+def test_an_image_model_is_refused_as_the_assistant_model(admin_client, seeded):
+    route = seeded["openai"]
+    url = reverse("admin:studio_route_change", args=[route.pk])
+    response = admin_client.post(url, form_data(route, assistant_model="gpt-image-2"))
+    assert response.status_code == 200
+    assert "is an image model" in response.content.decode()
+    route.refresh_from_db()
+    assert route.assistant_model == "gpt-5.4"
 
 
 def test_non_staff_users_cannot_reach_it(client, designer, seeded):

@@ -145,12 +145,23 @@ class TestComposerPage:
         assert "LUMA" in shown(response, "prompt-preview")
         assert not GenerationRequest.objects.exists()
 
-    def test_partial_previews_are_refused_until_streaming_exists(
+    def test_partial_previews_are_refused_on_a_route_that_does_not_stream(
+        self, client, designer, sandbox_route
+    ):
+        sandbox_route.supports_streaming = False
+        sandbox_route.save()
+        client.force_login(designer)
+        response = compose(client, sandbox_route, prompt="x", partial_images="2")
+        assert "does not stream" in response.context["form"].errors["partial_images"][0]
+        assert not GenerationRequest.objects.exists()
+
+    def test_partial_previews_are_accepted_on_a_streaming_route(
         self, client, designer, sandbox_route
     ):
         client.force_login(designer)
         response = compose(client, sandbox_route, prompt="x", partial_images="2")
-        assert "not available" in response.context["form"].errors["partial_images"][0]
+        assert response.status_code == 302
+        assert GenerationRequest.objects.get().partial_images == 2
 
 
 class TestLivePreview:

@@ -214,6 +214,7 @@ class TestCancel:
         self, designer, live_sandbox
     ):
         generation = submit(designer, live_sandbox, '[sandbox:latency=1.5] "LATE"')
+
         def deliver() -> None:
             try:
                 run_generation(str(generation.id))

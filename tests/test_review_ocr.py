@@ -41,8 +41,9 @@ def generated_output(user, route, prompt, monkeypatch):
 
 def suggestions(client, output) -> dict[str, tuple[str, str]]:
     """What the inspection partial pre-fills from OCR: {label: (reads, checked verdict)}."""
-    response = client.get(reverse("review:inspection", args=[output.id]),
-                          headers={"HX-Request": "true"})
+    response = client.get(
+        reverse("review:inspection", args=[output.id]), headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     page = html.unescape(response.content.decode())
     found = {}

@@ -16,7 +16,14 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from PIL import Image
 
 from review.models import decide
-from studio.models import Attempt, GenerationRequest, InputImage, OutputImage, Status
+from studio.models import (
+    Attempt,
+    Conversation,
+    GenerationRequest,
+    InputImage,
+    OutputImage,
+    Status,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -65,6 +72,15 @@ ADMIN_PAGE = {
     "admin": 200,
     "outsider": 403,
 }
+# A designer's own working space; admins may look in, reviewers review the turns' requests.
+OWN_CONVERSATION = {
+    "anonymous": LOGIN,
+    "owner": 200,
+    "other_designer": 404,
+    "reviewer": 403,
+    "admin": 200,
+    "outsider": 403,
+}
 SIGNED_IN = {
     "anonymous": LOGIN,
     "owner": 200,
@@ -88,6 +104,11 @@ EXPECTED = {
     "studio:request-run-again": ("POST", OWN_OBJECT_ACTION),
     "studio:request-cancel": ("POST", OWN_OBJECT_ACTION),
     "studio:suggested-edit": ("POST", {**OWN_OBJECT_ACTION, "admin": 403}),
+    "studio:conversation-list": ("GET", DESIGNER_PAGE),
+    "studio:conversation-new": ("GET", DESIGNER_PAGE),
+    "studio:conversation-detail": ("GET", OWN_CONVERSATION),
+    # An empty message re-renders the page with its error; only the owner may speak.
+    "studio:conversation-turn": ("POST", {**OWN_CONVERSATION, "admin": 404}),
     "studio:output-file": ("GET", OWN_OBJECT),
     "studio:output-drift": ("GET", OWN_OBJECT),
     "studio:input-file": ("GET", OWN_OBJECT),
@@ -178,7 +199,14 @@ def objects(designer, reviewer, sandbox_route, seed_frames):
     output.save()
     region = ContentFile(png(mode="RGBA", color=(0, 0, 0, 0)), name="region.png")
     decision = decide(output, reviewer, "changes_requested", "bluer", region)
+    conversation = Conversation.objects.create(
+        owner=designer,
+        title="t",
+        route=sandbox_route,
+        settings={"width": 1024, "height": 1024, "quality": "low", "output_format": "png"},
+    )
     return {
+        "conversation_id": conversation.id,
         "request_id": generation.id,
         "output_id": output.id,
         "input_id": inputs["source"].id,

@@ -17,9 +17,14 @@ def test_reviewer_inspects_two_labels_approves_and_the_designer_sees_it(
 ):
     monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
     generation = GenerationRequest.submit(
-        created_by=designer, route=live_sandbox,
-        prompt='Poster with "SPRING SALE" and "Morning Ritual"', width=1536, height=1024,
-        quality="low", output_format="png", expected_text_labels=["SPRING SALE", "Morning Ritual"],
+        created_by=designer,
+        route=live_sandbox,
+        prompt='Poster with "SPRING SALE" and "Morning Ritual"',
+        width=1536,
+        height=1024,
+        quality="low",
+        output_format="png",
+        expected_text_labels=["SPRING SALE", "Morning Ritual"],
     )
     run_generation(str(generation.id))
     generation.refresh_from_db()
