@@ -1318,7 +1318,22 @@ class ReviewStatus(models.TextChoices):
     CHANGES_REQUESTED = "changes_requested", "Changes requested"
 
 
-class OutputImage(models.Model):
+class StoredImage:
+    """What an output and an input share: a file in storage in one of the allowed formats."""
+
+    def __str__(self) -> str:
+        return self.file.name
+
+    @property
+    def content_type(self) -> str:
+        return imagerules.MIME_BY_FORMAT.get(self.format, "application/octet-stream")
+
+    def read(self) -> bytes:
+        with self.file.open("rb") as handle:
+            return handle.read()
+
+
+class OutputImage(StoredImage, models.Model):
     """A stored image: decoded, checked with Pillow, hashed, saved through the storage API."""
 
     class Kind(models.TextChoices):
@@ -1360,15 +1375,8 @@ class OutputImage(models.Model):
             models.UniqueConstraint(fields=["request", "kind", "index"], name="one_output_per_slot")
         ]
 
-    def __str__(self) -> str:
-        return self.file.name
-
     def get_absolute_url(self) -> str:
         return reverse("studio:output-file", args=[self.id])
-
-    @property
-    def content_type(self) -> str:
-        return imagerules.MIME_BY_FORMAT.get(self.format, "application/octet-stream")
 
     @property
     def drift_percent(self) -> float | None:
@@ -1382,10 +1390,6 @@ class OutputImage(models.Model):
         self.drift_ratio = ratio
         self.drift_flagged = ratio is not None and ratio > DRIFT_THRESHOLD
         self.save(update_fields=["drift_ratio", "drift_flagged"])
-
-    def read(self) -> bytes:
-        with self.file.open("rb") as handle:
-            return handle.read()
 
 
 def store_output(
@@ -1437,7 +1441,7 @@ def input_upload_to(instance: InputImage, filename: str) -> str:
     return f"inputs/{instance.request_id}/{filename}"
 
 
-class InputImage(models.Model):
+class InputImage(StoredImage, models.Model):
     """An image an edit sends: the source, a reference, or the mask; re-encoded when checked
     (studio.uploads) and kept so every retry sends the same bytes."""
 
@@ -1481,15 +1485,8 @@ class InputImage(models.Model):
             ),
         ]
 
-    def __str__(self) -> str:
-        return self.file.name
-
     def get_absolute_url(self) -> str:
         return reverse("studio:input-file", args=[self.id])
-
-    @property
-    def content_type(self) -> str:
-        return imagerules.MIME_BY_FORMAT.get(self.format, "application/octet-stream")
 
     @classmethod
     def store(
@@ -1521,10 +1518,6 @@ class InputImage(models.Model):
             row.file.storage.delete(row.file.name)
             raise
         return row
-
-    def read(self) -> bytes:
-        with self.file.open("rb") as handle:
-            return handle.read()
 
     def checked(self) -> CheckedImage:
         """This stored input as a checked image again (to run an edit again)."""
