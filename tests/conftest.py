@@ -159,18 +159,29 @@ def _end_stray_sessions(django_db_setup, django_db_blocker):
 
 
 def _close_other_sessions(django_db_blocker) -> None:
-    """Workers (and a killed one) may leave sessions on the test database; end them so
-    the database can be dropped at the end of the run."""
+    """Workers (and a killed one) may leave sessions on the test database; end them and wait
+    until they are gone, so the database can be dropped at the end of the run."""
+    import time
+
     from django.db import connection
 
+    others = (
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
     with django_db_blocker.unblock():
         if connection.vendor != "postgresql":
             return
+        # A fresh connection: the one this thread held may itself have been ended by a test.
+        connection.close()
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cursor.execute(f"SELECT count(*) {others}")
+                if cursor.fetchone()[0] == 0:
+                    break
+                time.sleep(0.1)
+        connection.close()
 
 
 def wait_for_terminal(generation, timeout: float = 60.0):
