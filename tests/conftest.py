@@ -165,9 +165,7 @@ def _close_other_sessions(django_db_blocker) -> None:
 
     from django.db import connection
 
-    others = (
-        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     with django_db_blocker.unblock():
         if connection.vendor != "postgresql":
             return
