@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,8 @@ import openai
 from PIL import Image, UnidentifiedImageError
 
 from studio.pricing import Usage
+
+log = logging.getLogger(__name__)
 
 SANDBOX_PLACEHOLDER_KEY = "sandbox"
 PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
@@ -167,20 +170,26 @@ def _streamed_result(raw, stream, request, on_partial: OnPartial | None) -> Gene
     with stream:  # closes the connection if a bad image ends the reading early
         for event in stream:
             kind = event.type.rsplit(".", 1)[-1]
+            if kind == "completed":
+                usage = Usage.from_api(event.usage.model_dump() if event.usage else None)
+                if usage is not None:
+                    usages.append(usage)
             try:
                 image = decode_image(event.b64_json, expected=request.output_format)
             except ImageGenError as error:
+                if kind == "partial_image":
+                    # A broken preview is only a preview: the final image may still be good.
+                    log.warning("skipping an unreadable partial image: %s", error.message)
+                    continue
                 error.provider_request_id = provider_request_id
                 error.http_status = raw.status_code
+                error.billed_usage = sum_usage(usages)
                 raise
             if kind == "partial_image":
                 if on_partial is not None:
                     on_partial(PartialImage(len(images), event.partial_image_index, image))
             elif kind == "completed":
                 images.append(image)
-                usage = Usage.from_api(event.usage.model_dump() if event.usage else None)
-                if usage is not None:
-                    usages.append(usage)
     if not images:
         raise ImageGenError(
             "invalid_output",

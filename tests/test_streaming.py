@@ -232,3 +232,22 @@ class TestRequestPage:
             assert preview.get_absolute_url() in body
             assert client.get(preview.get_absolute_url()).status_code == 200
         assert body.index("Output 1 of request") < body.index("Partial previews (2)")
+
+
+def test_a_broken_final_image_in_a_stream_is_billed_and_its_previews_kept(live_sandbox, designer):
+    live_sandbox.max_attempts = 1
+    live_sandbox.save()
+    generation = submit(
+        designer, live_sandbox, "[sandbox:bad-b64] [sandbox:pace=0] x", partial_images=2
+    )
+    run_generation(str(generation.id))
+    generation.refresh_from_db()
+    assert (generation.status, generation.failure_reason) == (Status.FAILED, "invalid_output")
+    [attempt] = generation.attempts.all()
+    # The provider streamed and billed the image (previews included) even though it was broken.
+    assert attempt.output_image_tokens == (
+        pricing.estimate_output_tokens(1024, 1024, "low") + 2 * pricing.PARTIAL_IMAGE_OUTPUT_TOKENS
+    )
+    assert attempt.cost > 0
+    assert generation.outputs.filter(kind=OutputImage.Kind.PARTIAL).count() == 2
+    assert not generation.outputs.filter(kind=OutputImage.Kind.FINAL).exists()
