@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, field, replace
 
 from django import forms
@@ -31,12 +30,6 @@ from studio.uploads import (
 
 CUSTOM_SIZE = "custom"
 SLOT_PREFIX = "slot_"
-QUOTED = re.compile(r'"([^"\n]{1,200})"|“([^”\n]{1,200})”')
-
-
-def quoted_labels(prompt: str) -> list[str]:
-    """Words a free prompt quotes: the text that must appear in the image."""
-    return [first or second for first, second in QUOTED.findall(prompt)]
 
 
 class RouteChoiceField(forms.ModelChoiceField):
@@ -185,7 +178,7 @@ class ComposerForm(forms.Form):
             if not prompt:
                 self.add_error("prompt", "Write a prompt, or choose a frame and fill its slots.")
                 return
-            self.rendered = RenderedPrompt(prompt, quoted_labels(prompt))
+            self.rendered = RenderedPrompt(prompt, imagerules.quoted_labels(prompt))
         else:
             if frame.operation == PromptFrame.Operation.EDIT and self.operation != frame.operation:
                 self.add_error(

@@ -244,3 +244,17 @@ def rules_for_browser() -> dict:
 
 def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+
+
+QUOTED_PATTERN = re.compile(r'"([^"]+)"|“([^”]+)”')
+
+
+def quoted_labels(text: str) -> list[str]:
+    """The strings a prompt quotes ("..." or “...”), in order, whitespace collapsed: the text
+    that must appear in the image. The sandbox draws exactly these; the studio expects them."""
+    labels = []
+    for match in QUOTED_PATTERN.finditer(text):
+        label = " ".join((match.group(1) or match.group(2)).split())
+        if label:
+            labels.append(label)
+    return labels

@@ -15,12 +15,12 @@ import colorsys
 import hashlib
 import io
 import random
-import re
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-QUOTED_PATTERN = re.compile(r'"([^"]+)"|“([^”]+)”')
+from studio.imagerules import quoted_labels
+
 FOOTER_TEXT = "SANDBOX"
 INK = (18, 18, 24)
 PANEL = (250, 249, 244)
@@ -53,16 +53,6 @@ class Picture:
     output_compression: int = 100
     index: int = 0
     count: int = 1
-
-
-def quoted_labels(text: str) -> list[str]:
-    """The strings inside "..." or “...”, in order, whitespace collapsed, empty ones dropped."""
-    labels = []
-    for match in QUOTED_PATTERN.finditer(text):
-        label = " ".join((match.group(1) or match.group(2)).split())
-        if label:
-            labels.append(label)
-    return labels
 
 
 def misspell(label: str) -> str:
