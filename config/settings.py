@@ -239,6 +239,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "studio.tasks.delete_expired_outputs",
         "schedule": float(RETENTION_INTERVAL_SECONDS),
     },
+    "refresh-audit-rollups": {
+        "task": "review.tasks.refresh_audit_rollups",
+        "schedule": float(env_int("AUDIT_ROLLUP_INTERVAL_SECONDS", 600)),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

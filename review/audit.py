@@ -17,7 +17,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from itertools import groupby
 from operator import itemgetter
@@ -26,15 +26,12 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
-from django.db import connections
 from django.db.models import (
-    Aggregate,
     Case,
     Count,
     Exists,
     F,
     FilteredRelation,
-    FloatField,
     Max,
     Min,
     OuterRef,
@@ -46,11 +43,11 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.expressions import Window
-from django.db.models.functions import Coalesce, RowNumber, TruncDate
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
+from review import rollups
 from studio import imagerules
 from studio.models import (
     Attempt,
@@ -220,8 +217,7 @@ def read_filters(params, today: date | None = None) -> tuple[AuditFilter, AuditF
     return AuditFilter(**values), form
 
 
-def day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+day_start = rollups.day_start
 
 
 def filtered_attempts(filters: AuditFilter) -> QuerySet[Attempt]:
@@ -309,102 +305,71 @@ class Spend:
         return 100 * self.failed / self.attempts if self.attempts else None
 
 
-def _spend_measures() -> dict:
-    """Conditional sums for one GROUP BY row: the contracts never share a column."""
-    sandbox = Q(route_owner=SANDBOX_OWNER)
-    return {
-        # Counted on `number` (never null), not `id`: the audit index holds every column read.
-        "attempts": Count("number"),
-        "token_cost": Sum("cost", filter=~sandbox & Q(cost_basis=Basis.TOKENS)),
-        "per_call_cost": Sum("cost", filter=~sandbox & Q(cost_basis=Basis.PER_CALL)),
-        "simulated_cost": Sum("cost", filter=sandbox),
-        "unpriced": Count("number", filter=~sandbox & Q(cost_basis=Basis.UNPRICED)),
-        "failed": Count("number", filter=Q(outcome=Outcome.FAILED)),
-        "retries": Count("number", filter=Q(number__gt=1)),
-    }
+def spend_of(row: dict) -> Spend:
+    """The Spend of one grouped row (route owner, cost basis and outcome among its keys)."""
+    owner, basis = row["route_owner"], row["cost_basis"]
+    spend = Spend(
+        attempts=row["attempts"],
+        unpriced=row["attempts"] if basis == Basis.UNPRICED and owner != SANDBOX_OWNER else 0,
+        failed=row["attempts"] if row["outcome"] == Outcome.FAILED else 0,
+        retries=row["retries"],
+    )
+    spend.add_cost(owner, basis, row["cost"])
+    return spend
 
 
-SPEND_MEASURES = (
-    "attempts",
-    "token_cost",
-    "per_call_cost",
-    "simulated_cost",
-    "unpriced",
-    "failed",
-    "retries",
-)
-
-
-def _spend_from(row: dict) -> Spend:
-    return Spend(**{name: row[name] for name in SPEND_MEASURES})
+SPEND_KEYS = ("route_owner", "cost_basis", "outcome")
 
 
 # --- Percentiles ---------------------------------------------------------------------------
 
 
-class PercentileCont(Aggregate):
-    """PostgreSQL's percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)."""
-
-    function = "percentile_cont"
-    name = "PercentileCont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression, fraction: float, **extra) -> None:
-        # A float we made, never user input: safe to place in the SQL text.
-        super().__init__(expression, fraction=repr(float(fraction)), **extra)
-
-
 def interpolate_percentile(ranked, count: int, fraction: float) -> float:
-    """percentile_cont over `count` sorted values, of which `ranked[rank]` (0-based; a list
-    or a dict of the ranks needed) gives the two nearest the percentile's position."""
+    """percentile_cont over `count` sorted values, of which `ranked(rank)` (0-based) gives
+    the two nearest the percentile's position."""
     position = fraction * (count - 1)
     lower, upper = math.floor(position), math.ceil(position)
-    return ranked[lower] + (ranked[upper] - ranked[lower]) * (position - lower)
+    low = ranked(lower)
+    return low + (ranked(upper) - low) * (position - lower)
 
 
-def latency_percentiles(
-    attempts: QuerySet[Attempt], fractions: tuple[float, ...] = LATENCY_PERCENTILES
-) -> dict[int, dict[float, float | None]]:
-    """Latency percentiles (ms) per route over attempts that have a latency. One query.
+def latency_label(milliseconds: float | None) -> str:
+    """Three significant figures, as precise as latency bands are: 840 ms, 12.3 s, 151 s."""
+    if milliseconds is None:
+        return "—"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    seconds = milliseconds / 1000
+    return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:.0f} s"
 
-    PostgreSQL computes them with percentile_cont. Elsewhere (SQLite in development and
-    tests) a window query ranks latencies per route and returns only the rows around each
-    percentile's position, which are interpolated the same way percentile_cont does.
-    """
-    timed = attempts.filter(latency_ms__isnull=False)
-    if connections[timed.db].vendor == "postgresql":
-        names = {fraction: f"p{index}" for index, fraction in enumerate(fractions)}
-        rows = timed.values("route_id").annotate(
-            **{name: PercentileCont("latency_ms", fraction) for fraction, name in names.items()}
-        )
-        return {
-            row["route_id"]: {fraction: row[name] for fraction, name in names.items()}
-            for row in rows
-        }
-    ranked = timed.annotate(
-        rank=Window(RowNumber(), partition_by=[F("route_id")], order_by=F("latency_ms").asc()),
-        size=Window(Count("number"), partition_by=[F("route_id")]),
-    )
-    near = Q()
-    for fraction in fractions:
-        # Ranks are 1-based: floor(f * (n - 1)) + 1 and the rank after it.
-        position = Value(fraction) * (F("size") - 1) + 1
-        near |= Q(rank__gte=position - 1, rank__lte=position + 1)
-    found: dict[int, dict[int, float]] = defaultdict(dict)
-    sizes: dict[int, int] = {}
-    for route_id, latency, rank, size in ranked.filter(near).values_list(
-        "route_id", "latency_ms", "rank", "size"
-    ):
-        found[route_id][rank - 1] = latency
-        sizes[route_id] = size
-    return {
-        route_id: {
-            fraction: interpolate_percentile(by_rank, sizes[route_id], fraction)
-            for fraction in fractions
-        }
-        for route_id, by_rank in found.items()
-    }
+
+def percentiles_from_bands(
+    bands: dict[int, int], fractions: tuple[float, ...] = LATENCY_PERCENTILES
+) -> dict[float, float]:
+    """Percentiles (ms) of latencies counted by band, as percentile_cont would compute them
+    if every latency were its band's middle: within 1% of the exact figures."""
+    ordered = sorted(bands.items())
+    count = sum(number for _, number in ordered)
+    ends, seen = [], 0
+    for band, number in ordered:
+        seen += number
+        ends.append((seen, band))
+
+    def ranked(rank: int) -> float:
+        for end, band in ends:
+            if rank < end:
+                return rollups.band_value(band)
+        raise IndexError(rank)
+
+    return {fraction: interpolate_percentile(ranked, count, fraction) for fraction in fractions}
+
+
+def latency_percentiles(rows: Iterable[dict]) -> dict[int, dict[float, float]]:
+    """Percentiles per route from rows of (route_id, band, attempts)."""
+    by_route: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        by_route[row["route_id"]][row["band"]] += row["attempts"]
+    return {route_id: percentiles_from_bands(bands) for route_id, bands in by_route.items()}
 
 
 # --- Dashboard aggregates ------------------------------------------------------------------
@@ -438,6 +403,14 @@ class RouteStats:
     bars: list[Segment] = field(default_factory=list)
     href: str = ""
     failed_href: str = ""
+
+    @property
+    def p50_label(self) -> str:
+        return latency_label(self.p50)
+
+    @property
+    def p95_label(self) -> str:
+        return latency_label(self.p95)
 
     @property
     def failure_percent(self) -> float | None:
@@ -537,39 +510,26 @@ def _ranked(rows: list[Row], limit: int = TABLE_ROWS) -> list[Row]:
     return [*rows[: limit - 1], others]
 
 
-def attempt_breakdowns(attempts: QuerySet[Attempt]) -> dict:
-    """Totals, owners, models, routes, retry reasons, fallbacks and estimate against actual,
-    all from ONE grouped query.
+BREAKDOWN_KEYS = (
+    "route_id",
+    "submitted_route_id",
+    "route_owner",
+    "model_requested",
+    "model_sent",
+    "retry_reason",
+    "outcome",
+    "cost_basis",
+)
 
-    The GROUP BY keys are small sets (routes, owners, models, reasons, outcomes, cost
-    bases), so the database returns a few hundred rows at most; they are rolled up here.
+
+def attempt_breakdowns(rows: Iterable[dict]) -> dict:
+    """Totals, owners, models, routes, retry reasons, fallbacks and estimate against actual,
+    rolled up here from rows grouped by BREAKDOWN_KEYS (a few hundred at most: routes,
+    owners, models, reasons, outcomes and cost bases are small sets).
+
     Requests are counted once, by their first attempt: estimate against actual covers the
     requests whose first attempt is in the filter.
     """
-    first = Q(number=1)
-    known = first & Q(
-        request__cost__isnull=False,
-        request__estimated_cost__isnull=False,
-        request__status__in=TERMINAL,
-    )
-    rows = attempts.values(
-        "route_id",
-        "request__route_id",
-        "route_owner",
-        "model_requested",
-        "model_sent",
-        "retry_reason",
-        "outcome",
-        "cost_basis",
-    ).annotate(
-        attempts=Count("number"),
-        cost=Sum("cost"),
-        retries=Count("number", filter=Q(number__gt=1)),
-        requests=Count("number", filter=first),
-        compared=Count("number", filter=known),
-        estimated=Sum("request__estimated_cost", filter=known),
-        actual=Sum("request__cost", filter=known),
-    )
     total = Spend()
     owners: dict[str, Row] = {}
     models: dict[tuple[str, str], Row] = {}
@@ -578,14 +538,8 @@ def attempt_breakdowns(attempts: QuerySet[Attempt]) -> dict:
     fallbacks: dict[tuple[int, int], Spend] = {}
     estimates: dict[int, EstimateVsActual] = {}
     for row in rows:
-        owner, basis, outcome = row["route_owner"], row["cost_basis"], row["outcome"]
-        spend = Spend(
-            attempts=row["attempts"],
-            unpriced=row["attempts"] if basis == Basis.UNPRICED and owner != SANDBOX_OWNER else 0,
-            failed=row["attempts"] if outcome == Outcome.FAILED else 0,
-            retries=row["retries"],
-        )
-        spend.add_cost(owner, basis, row["cost"])
+        owner, outcome = row["route_owner"], row["outcome"]
+        spend = spend_of(row)
         total.add(spend)
         owners.setdefault(owner, Row(label=owner, drill={"owner": owner})).spend.add(spend)
         pair = (row["model_requested"], row["model_sent"])
@@ -611,12 +565,12 @@ def attempt_breakdowns(attempts: QuerySet[Attempt]) -> dict:
             reason.by_route[row["route_id"]] = (
                 reason.by_route.get(row["route_id"], 0) + row["attempts"]
             )
-        if row["route_id"] != row["request__route_id"]:
-            key = (row["request__route_id"], row["route_id"])
+        if row["route_id"] != row["submitted_route_id"]:
+            key = (row["submitted_route_id"], row["route_id"])
             fallbacks.setdefault(key, Spend()).add(spend)
         if row["requests"]:
             estimate = estimates.setdefault(
-                row["request__route_id"], EstimateVsActual(route_id=row["request__route_id"])
+                row["submitted_route_id"], EstimateVsActual(route_id=row["submitted_route_id"])
             )
             estimate.add(row["requests"], row["compared"], row["estimated"], row["actual"])
     return {
@@ -630,37 +584,41 @@ def attempt_breakdowns(attempts: QuerySet[Attempt]) -> dict:
     }
 
 
-def spend_by_day(attempts: QuerySet[Attempt]) -> dict[date, Spend]:
-    rows = attempts.values(day=TruncDate("started_at")).annotate(**_spend_measures())
-    return {row["day"]: _spend_from(row) for row in rows}
+def spend_by_day(rows: Iterable[dict]) -> dict[date, Spend]:
+    """Spend per day from rows grouped by day and SPEND_KEYS."""
+    days: dict[date, Spend] = defaultdict(Spend)
+    for row in rows:
+        days[row["day"]].add(spend_of(row))
+    return dict(days)
 
 
-def request_breakdowns(attempts: QuerySet[Attempt]) -> dict[str, list[Row]]:
-    """Spend by user, quality and size (what the request asked for), from one grouped query."""
-    rows = attempts.values(
-        "request__created_by__username",
-        "request__quality",
-        "request__width",
-        "request__height",
-    ).annotate(**_spend_measures())
-    users: dict[str, Row] = {}
+def user_breakdown(rows: Iterable[dict]) -> list[Row]:
+    """Spend by the requesting user, from rows grouped by user_id and SPEND_KEYS."""
+    spends: dict[int, Spend] = defaultdict(Spend)
+    for row in rows:
+        spends[row["user_id"]].add(spend_of(row))
+    names = dict(get_user_model().objects.filter(pk__in=list(spends)).values_list("pk", "username"))
+    users = []
+    for user_id, spend in spends.items():
+        if user_id in names:
+            users.append(Row(label=names[user_id], drill={"user": names[user_id]}, spend=spend))
+        else:
+            users.append(Row(label=f"user #{user_id} (deleted)", spend=spend))
+    return _ranked(users)
+
+
+def settings_breakdowns(rows: Iterable[dict]) -> dict[str, list[Row]]:
+    """Spend by requested quality and size, from rows grouped by them and SPEND_KEYS."""
     qualities: dict[str, Row] = {}
     sizes: dict[str, Row] = {}
     for row in rows:
-        spend = _spend_from(row)
-        username = row["request__created_by__username"]
-        quality = row["request__quality"]
-        size = f"{row['request__width']}x{row['request__height']}"
-        users.setdefault(username, Row(label=username, drill={"user": username})).spend.add(spend)
+        spend = spend_of(row)
+        quality, size = row["quality"], f"{row['width']}x{row['height']}"
         qualities.setdefault(quality, Row(label=quality, drill={"quality": quality})).spend.add(
             spend
         )
         sizes.setdefault(size, Row(label=size, drill={"size": size})).spend.add(spend)
-    return {
-        "users": _ranked(list(users.values())),
-        "qualities": _ranked(list(qualities.values())),
-        "sizes": _ranked(list(sizes.values())),
-    }
+    return {"qualities": _ranked(list(qualities.values())), "sizes": _ranked(list(sizes.values()))}
 
 
 def budget_use(now: datetime | None = None) -> list[BudgetUse]:
@@ -1046,14 +1004,19 @@ def dashboard(filters: AuditFilter, routes: Iterable[Route]) -> dict:
     latency percentiles, estimate against actual, budgets and failures before any call.
     """
     attempts = filtered_attempts(filters)
+    coverage = rollups.Coverage.now()
     list_url, export_url = reverse("audit:attempts"), reverse("audit:export")
 
     def drill(**changes) -> str:
         return f"{list_url}?{filters.querystring(**changes)}"
 
-    summary = attempt_breakdowns(attempts)
-    by_request = request_breakdowns(attempts)
-    percentiles = latency_percentiles(attempts)
+    def grouped(*keys: str, measures=rollups.SPEND) -> list[dict]:
+        return rollups.grouped(filters, attempts, coverage, keys, measures)
+
+    summary = attempt_breakdowns(grouped(*BREAKDOWN_KEYS, measures=rollups.MEASURES))
+    users = user_breakdown(grouped("user_id", *SPEND_KEYS))
+    by_settings = settings_breakdowns(grouped("quality", "width", "height", *SPEND_KEYS))
+    percentiles = latency_percentiles(grouped("route_id", "band", measures=["attempts"]))
     by_id = {route.pk: route for route in routes}
     names = {pk: route.name for pk, route in by_id.items()}
     route_stats = sorted(summary["routes"].values(), key=lambda stats: -stats.attempts)
@@ -1087,15 +1050,15 @@ def dashboard(filters: AuditFilter, routes: Iterable[Route]) -> dict:
     tables = [
         ("Spend by route owner", "Route owner", summary["owners"]),
         ("Spend by model", "Requested → sent", summary["models"]),
-        ("Top spenders", "User", by_request["users"]),
-        ("Spend by quality", "Quality", by_request["qualities"]),
-        ("Spend by size", "Size", by_request["sizes"]),
+        ("Top spenders", "User", users),
+        ("Spend by quality", "Quality", by_settings["qualities"]),
+        ("Spend by size", "Size", by_settings["sizes"]),
     ]
     for _, _, rows in tables:
         add_spend_bars(rows)
         for row in rows:
             row.href = drill(**row.drill) if row.drill else ""
-    buckets = day_buckets(spend_by_day(attempts), filters.start, filters.end)
+    buckets = day_buckets(spend_by_day(grouped("day", *SPEND_KEYS)), filters.start, filters.end)
 
     def period(first: date, last: date) -> str:
         return drill(start=first, end=last)
@@ -1117,6 +1080,7 @@ def dashboard(filters: AuditFilter, routes: Iterable[Route]) -> dict:
         "estimates": sorted(estimates, key=lambda row: (row.simulated, row.name)),
         "budgets": budgets,
         "no_call_failures": failures_before_any_call(filters),
+        "rolled_through": coverage.built_through,
         "links": {
             "all": drill(),
             "unpriced": drill(basis=Basis.UNPRICED),

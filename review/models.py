@@ -238,3 +238,62 @@ def latest_decision_subquery():
         .order_by("-created_at", "-id")
         .values("verdict")[:1]
     )
+
+
+class AuditRollup(models.Model):
+    """Daily sums of the attempt ledger, for days that can no longer change.
+
+    Each row is one group of one kind: a day and that kind's dimensions (the others are
+    left empty), with the same measures the live ledger query computes. The audit reads
+    these for settled days and the attempts themselves for the days after; see
+    `review.rollups`. Rows are rebuilt, never edited; ids are plain integers so a rollup
+    never holds a lock on the ledger.
+    """
+
+    class Kind(models.TextChoices):
+        CALLS = "calls", "Routes, models, reasons, outcomes"
+        USERS = "users", "... and the requesting user"
+        SETTINGS = "settings", "... and the requested quality and size"
+        LATENCY = "latency", "Latency bands per route"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    day = models.DateField()
+    route_id = models.IntegerField(null=True)
+    submitted_route_id = models.IntegerField(null=True)
+    route_owner = models.CharField(max_length=100, blank=True)
+    model_requested = models.CharField(max_length=100, blank=True)
+    model_sent = models.CharField(max_length=100, blank=True)
+    retry_reason = models.CharField(max_length=20, blank=True)
+    outcome = models.CharField(max_length=20, blank=True)
+    cost_basis = models.CharField(max_length=20, blank=True)
+    request_status = models.CharField(max_length=20, blank=True)
+    user_id = models.IntegerField(null=True)
+    quality = models.CharField(max_length=10, blank=True)
+    width = models.IntegerField(null=True)
+    height = models.IntegerField(null=True)
+    band = models.IntegerField(null=True, help_text="Latency band: floor(ln(ms) / ln(1.02)).")
+    # Measures, as `review.rollups.live_measures` defines them.
+    attempts = models.IntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+    retries = models.IntegerField(default=0)
+    requests = models.IntegerField(default=0)
+    compared = models.IntegerField(default=0)
+    estimated = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+    actual = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "day"], name="audit_rollup_kind_day")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.day}: {self.attempts} attempts"
+
+
+class AuditRollupState(models.Model):
+    """One row: the last day the rollups hold, and the time zone their days are in."""
+
+    built_through = models.DateField(null=True)
+    time_zone = models.CharField(max_length=64, blank=True)
+    refreshed_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"rollups through {self.built_through or 'nothing'}"

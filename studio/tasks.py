@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from studio import drift, imagegen
 from studio.models import (
+    TERMINAL_STATUSES,
     Attempt,
     GenerationRequest,
     InputImage,
@@ -354,8 +355,24 @@ def sweep_requests() -> dict:
     stuck = GenerationRequest.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
     for request in stuck:
         settled[request.resolve_stuck()] += 1
-    summary = {"sent_again": requeued, **{f"stuck_{k}": v for k, v in settled.items()}}
-    if requeued or settled["failed"] or settled["requeued"]:
+    # A cancelled request's last call is left to finish; if its worker vanished meanwhile,
+    # the call can no longer end by itself. After the longest a call may last, say so.
+    longest = settings.CELERY_TASK_SOFT_TIME_LIMIT
+    orphans = Attempt.objects.filter(
+        outcome=Attempt.Outcome.CALLING,
+        request__status__in=TERMINAL_STATUSES,
+        started_at__lt=now - timedelta(seconds=longest),
+    )
+    abandoned = 0
+    for attempt in orphans:
+        attempt.mark_unknown()
+        abandoned += 1
+    summary = {
+        "sent_again": requeued,
+        **{f"stuck_{k}": v for k, v in settled.items()},
+        "abandoned_calls": abandoned,
+    }
+    if requeued or settled["failed"] or settled["requeued"] or abandoned:
         log.warning("sweep: %s", summary)
     return summary
 

@@ -292,6 +292,26 @@ class TestCrashRecovery:
         generation.refresh_from_db()
         assert generation.status == Status.RUNNING
 
+    def test_a_cancelled_request_whose_last_call_never_returned_is_settled(
+        self, designer, live_sandbox, settings
+    ):
+        generation = submit(designer, live_sandbox)
+        assert generation.claim()
+        attempt = Attempt.begin(generation, live_sandbox)
+        assert generation.cancel(by=designer)  # the call is left to finish ...
+        assert sweep_requests()["abandoned_calls"] == 0  # ... and may still
+        # ... but its worker died: after the longest a call may last, it is marked unknown.
+        Attempt.objects.filter(pk=attempt.pk).update(
+            started_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_SOFT_TIME_LIMIT + 1)
+        )
+        assert sweep_requests()["abandoned_calls"] == 1
+        attempt.refresh_from_db()
+        assert (attempt.outcome, attempt.cost_basis) == (
+            Attempt.Outcome.UNKNOWN,
+            Attempt.CostBasis.UNPRICED,
+        )
+        assert sweep_requests()["abandoned_calls"] == 0
+
 
 class TestBrokerAndStorageFailures:
     def test_broker_down_at_submit_leaves_the_row_queued_for_the_sweep(

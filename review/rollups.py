@@ -1,0 +1,352 @@
+"""Daily rollups of the attempt ledger, so the audit dashboard stays fast at any size.
+
+A day is *settled* when it has ended and no request created on it or after it can still
+change: none is queued or running and none has a call in flight (a cancelled request's
+last call still finishes and is billed). Settled days are summed once into `AuditRollup`
+rows of a few kinds, each a different set of dimensions; `refresh()` (celery beat, and
+`manage.py audit_rollups`) adds the days that have settled since it last ran.
+
+The dashboard asks `grouped()` for a table: a set of dimensions, some measures, a filter.
+It reads the smallest kind that holds every dimension the table groups by and every one
+the filter narrows on, for the settled days in the range, and the ledger itself for the
+days after; the two row sets have the same columns and are added up by the caller. When
+no kind holds the dimensions (a filter on the user and the size, say), the whole range is
+read from the ledger: slower, never different.
+
+Rows are written by the same grouped query that reads the live days, so a figure cannot
+depend on where it came from; the tests compare both paths on the same ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from django.db import connection, transaction
+from django.db.models import (
+    Count,
+    F,
+    FloatField,
+    IntegerField,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Cast, Floor, Greatest, Ln, TruncDate
+from django.utils import timezone
+
+from review.models import AuditRollup, AuditRollupState
+from studio.models import TERMINAL_STATUSES, Attempt, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+Kind = AuditRollup.Kind
+
+# Latency is summed into bands 2% wide (band b holds [1.02^b, 1.02^(b+1)) ms), so a
+# percentile read from bands is within 1% of the exact one.
+BAND_RATIO = 1.02
+_LN_RATIO = math.log(BAND_RATIO)
+
+# Dimensions read straight off the attempt, and those computed from it or its request.
+# The rollup's columns carry the same names.
+ATTEMPT_DIMENSIONS = (
+    "route_id",
+    "route_owner",
+    "model_requested",
+    "model_sent",
+    "retry_reason",
+    "outcome",
+    "cost_basis",
+)
+
+
+def latency_band():
+    """The band of an attempt's latency, in SQL (PostgreSQL natively, SQLite through the
+    math functions Django registers)."""
+    milliseconds = Cast(Greatest(F("latency_ms"), Value(1)), FloatField())
+    return Cast(Floor(Ln(milliseconds) / Value(_LN_RATIO)), IntegerField())
+
+
+def band_value(band: int) -> float:
+    """The latency (ms) a band stands for: its geometric middle."""
+    return BAND_RATIO ** (band + 0.5)
+
+
+def computed_dimensions() -> dict:
+    return {
+        "submitted_route_id": F("request__route_id"),
+        "request_status": F("request__status"),
+        "user_id": F("request__created_by_id"),
+        "quality": F("request__quality"),
+        "width": F("request__width"),
+        "height": F("request__height"),
+        "day": TruncDate("started_at"),
+        "band": latency_band(),
+    }
+
+
+LOW = (
+    "route_id",
+    "submitted_route_id",
+    "route_owner",
+    "model_requested",
+    "model_sent",
+    "retry_reason",
+    "outcome",
+    "cost_basis",
+    "request_status",
+)
+# Smallest first: a table reads the first kind that has every dimension it needs.
+KIND_DIMENSIONS: dict[str, tuple[str, ...]] = {
+    Kind.CALLS: LOW,
+    Kind.SETTINGS: (*LOW, "quality", "width", "height"),
+    Kind.USERS: (*LOW, "user_id"),
+    Kind.LATENCY: ("route_id", "route_owner", "band"),
+}
+
+MEASURES = ("attempts", "cost", "retries", "requests", "compared", "estimated", "actual")
+SPEND = ("attempts", "cost", "retries")  # the measures that need no look at the request
+
+
+def live_measures(names: Iterable[str] = MEASURES) -> dict:
+    """The measures over attempts. Requests are counted once, by their first attempt, and
+    compared (estimate against actual) only when they ended with both figures known."""
+    first = Q(number=1)
+    known = first & Q(
+        request__cost__isnull=False,
+        request__estimated_cost__isnull=False,
+        request__status__in=TERMINAL_STATUSES,
+    )
+    every = {
+        # Counted on `number` (never null): the audit index holds every column read.
+        "attempts": Count("number"),
+        "cost": Sum("cost"),
+        "retries": Count("number", filter=Q(number__gt=1)),
+        "requests": Count("number", filter=first),
+        "compared": Count("number", filter=known),
+        "estimated": Sum("request__estimated_cost", filter=known),
+        "actual": Sum("request__cost", filter=known),
+    }
+    return {name: every[name] for name in names}
+
+
+def live_grouped(attempts: QuerySet[Attempt], dimensions: Iterable[str], measures) -> QuerySet:
+    """GROUP BY the dimensions over attempts; rows are dicts named like rollup columns."""
+    computed = computed_dimensions()
+    dimensions = list(dimensions)
+    plain = [name for name in dimensions if name in ATTEMPT_DIMENSIONS]
+    derived = {name: computed[name] for name in dimensions if name not in ATTEMPT_DIMENSIONS}
+    if "band" in derived:
+        attempts = attempts.filter(latency_ms__isnull=False)
+    return attempts.order_by().values(*plain, **derived).annotate(**live_measures(measures))
+
+
+def rollup_grouped(rollups: QuerySet[AuditRollup], dimensions, measures) -> QuerySet:
+    return rollups.order_by().values(*dimensions).annotate(**{name: Sum(name) for name in measures})
+
+
+# --- What a filter needs -------------------------------------------------------------------
+
+
+def filter_dimensions(filters) -> set[str]:
+    """The dimensions an `audit.AuditFilter` narrows on (dates aside)."""
+    needed = set()
+    if filters.route_id is not None:
+        needed.add("route_id")
+    if filters.submitted_to_id is not None:
+        needed.add("submitted_route_id")
+    if filters.user_id is not None:
+        needed.add("user_id")
+    if filters.status:
+        needed.add("request_status")
+    if filters.outcome:
+        needed.add("outcome")
+    if filters.reason:
+        needed.add("retry_reason")
+    if filters.basis:
+        needed.add("cost_basis")
+    if filters.owner:
+        needed.add("route_owner")
+    if filters.model:
+        needed.add("model_sent")
+    if filters.quality:
+        needed.add("quality")
+    if filters.size:
+        needed.update(("width", "height"))
+    if filters.fallback:
+        needed.update(("route_id", "submitted_route_id"))
+    return needed
+
+
+def covering_kind(dimensions: set[str]) -> str | None:
+    for kind, held in KIND_DIMENSIONS.items():
+        if dimensions <= set(held):
+            return kind
+    return None
+
+
+SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def filtered_rollups(kind: str, filters) -> QuerySet[AuditRollup]:
+    """Rows of one kind narrowed like `audit.filtered_attempts` narrows the ledger."""
+    rows = AuditRollup.objects.filter(kind=kind)
+    exact = {
+        "route_id": filters.route_id,
+        "submitted_route_id": filters.submitted_to_id,
+        "user_id": filters.user_id,
+        "request_status": filters.status,
+        "outcome": filters.outcome,
+        "retry_reason": filters.reason,
+        "cost_basis": filters.basis,
+        "route_owner": filters.owner,
+        "model_sent": filters.model,
+        "quality": filters.quality,
+    }
+    rows = rows.filter(**{name: value for name, value in exact.items() if value not in (None, "")})
+    if match := SIZE.match(filters.size):
+        rows = rows.filter(width=int(match.group(1)), height=int(match.group(2)))
+    if filters.fallback:
+        rows = rows.exclude(route_id=F("submitted_route_id"))
+    return rows
+
+
+# --- Reading -------------------------------------------------------------------------------
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Where the days of a filter's range are read from."""
+
+    built_through: date | None  # the rollups hold every settled day up to this one
+
+    @classmethod
+    def now(cls) -> Coverage:
+        state = AuditRollupState.objects.filter(
+            time_zone=timezone.get_current_timezone_name()
+        ).first()
+        return cls(state.built_through if state else None)
+
+    def split(self, start: date | None, end: date | None):
+        """(first, last) days to read from rollups, or None; and the first day to read
+        from the ledger, or None when the rollups cover the whole range."""
+        through = self.built_through
+        if through is None or (start is not None and start > through):
+            return None, start or date.min
+        rolled = (start, min(end, through) if end else through)
+        live_from = None if end is not None and end <= through else through + timedelta(days=1)
+        return rolled, live_from
+
+
+def grouped(
+    filters,
+    attempts: QuerySet[Attempt],
+    coverage: Coverage,
+    dimensions: Iterable[str],
+    measures: Iterable[str] = MEASURES,
+) -> list[dict]:
+    """One table's rows: `dimensions` and `measures` over the filtered ledger, read from
+    the rollups where they can answer and from `attempts` (the filtered ledger) elsewhere.
+    Rows from the two sources may repeat a group; callers add them up."""
+    dimensions, measures = list(dimensions), list(measures)
+    # Every kind is by day: the day is never what a kind lacks.
+    kind = covering_kind(set(dimensions) - {"day"} | filter_dimensions(filters))
+    rolled, live_from = coverage.split(filters.start, filters.end)
+    if kind is None or rolled is None:
+        return list(live_grouped(attempts, dimensions, measures))
+    rollups = filtered_rollups(kind, filters)
+    first, last = rolled
+    if first is not None:
+        rollups = rollups.filter(day__gte=first)
+    rows = list(rollup_grouped(rollups.filter(day__lte=last), dimensions, measures))
+    if live_from is not None:
+        later = attempts.filter(started_at__gte=day_start(live_from))
+        rows.extend(live_grouped(later, dimensions, measures))
+    return rows
+
+
+# --- Building ------------------------------------------------------------------------------
+
+
+def first_unsettled_day() -> date | None:
+    """The first day a request that can still change was created on: one queued or
+    running, or one with a call in flight. Its attempts, and later ones, may change."""
+    open_since = GenerationRequest.objects.exclude(status__in=TERMINAL_STATUSES).aggregate(
+        first=Min("created_at")
+    )["first"]
+    calling_since = Attempt.objects.filter(outcome=Attempt.Outcome.CALLING).aggregate(
+        first=Min("request__created_at")
+    )["first"]
+    moments = [moment for moment in (open_since, calling_since) if moment is not None]
+    return timezone.localdate(min(moments)) if moments else None
+
+
+BATCH = 5000
+
+
+def build(first: date, last: date) -> int:
+    """Sum the days first..last into rollups of every kind (replacing any there). Rows."""
+    AuditRollup.objects.filter(day__gte=first, day__lte=last).delete()
+    attempts = Attempt.objects.filter(
+        started_at__gte=day_start(first), started_at__lt=day_start(last + timedelta(days=1))
+    )
+    written = 0
+    for kind, dimensions in KIND_DIMENSIONS.items():
+        measures = ["attempts"] if kind == Kind.LATENCY else MEASURES
+        rows = live_grouped(attempts, ["day", *dimensions], measures)
+        batch = []
+        for row in rows.iterator(chunk_size=BATCH):
+            batch.append(AuditRollup(kind=kind, **{k: v for k, v in row.items() if v is not None}))
+            if len(batch) >= BATCH:
+                written += len(AuditRollup.objects.bulk_create(batch))
+                batch = []
+        written += len(AuditRollup.objects.bulk_create(batch))
+    if connection.vendor == "postgresql" and written > BATCH:
+        # Fresh statistics, or the planner guesses a handful of rows and reads them badly.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {AuditRollup._meta.db_table}")
+    return written
+
+
+def refresh(now: datetime | None = None, rebuild: bool = False) -> dict:
+    """Add the days settled since the last run. Safe to run anywhere, any number of times
+    (runs take turns on the state row). A changed time zone, or `rebuild`, starts over."""
+    now = now or timezone.now()
+    zone = timezone.get_current_timezone_name()
+    today = timezone.localdate(now)
+    with transaction.atomic():
+        state, _ = AuditRollupState.objects.select_for_update().get_or_create(pk=1)
+        if rebuild or state.time_zone != zone:
+            AuditRollup.objects.all().delete()
+            state.built_through, state.time_zone = None, zone
+        through = state.built_through
+        unsettled = first_unsettled_day()
+        if through is not None and unsettled is not None and unsettled <= through:
+            # A settled day moved again (rows imported or edited by hand): read it live.
+            AuditRollup.objects.filter(day__gte=unsettled).delete()
+            log.warning("audit rollups: days from %s changed; they are read live again", unsettled)
+            through = unsettled - timedelta(days=1)
+        last = today - timedelta(days=1)
+        if unsettled is not None:
+            last = min(last, unsettled - timedelta(days=1))
+        if through is None:
+            oldest = Attempt.objects.aggregate(first=Min("started_at"))["first"]
+            first = timezone.localdate(oldest) if oldest else last + timedelta(days=1)
+        else:
+            first = through + timedelta(days=1)
+        rows = build(first, last) if first <= last else 0
+        state.built_through = last if through is None else max(last, through)
+        state.refreshed_at = now
+        state.save()
+    days = max(0, (last - first).days + 1)
+    return {"days": days, "rows": rows, "through": state.built_through.isoformat()}
