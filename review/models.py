@@ -254,7 +254,7 @@ class AuditRollup(models.Model):
         CALLS = "calls", "Routes, models, reasons, outcomes"
         USERS = "users", "... and the requesting user"
         SETTINGS = "settings", "... and the requested quality and size"
-        LATENCY = "latency", "Latency bands per route"
+        LATENCY = "latency", "Latency bands per route and request status"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     day = models.DateField()
@@ -282,7 +282,11 @@ class AuditRollup(models.Model):
     actual = models.DecimalField(max_digits=18, decimal_places=6, null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["kind", "day"], name="audit_rollup_kind_day")]
+        indexes = [
+            models.Index(fields=["kind", "day"], name="audit_rollup_kind_day"),
+            # A user filter reads one user's rows of the "users" kind, not all of them.
+            models.Index(fields=["kind", "user_id", "day"], name="audit_rollup_kind_user"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.day}: {self.attempts} attempts"

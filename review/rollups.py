@@ -107,7 +107,7 @@ KIND_DIMENSIONS: dict[str, tuple[str, ...]] = {
     Kind.CALLS: LOW,
     Kind.SETTINGS: (*LOW, "quality", "width", "height"),
     Kind.USERS: (*LOW, "user_id"),
-    Kind.LATENCY: ("route_id", "route_owner", "band"),
+    Kind.LATENCY: ("route_id", "route_owner", "request_status", "band"),
 }
 
 MEASURES = ("attempts", "cost", "retries", "requests", "compared", "estimated", "actual")
