@@ -322,6 +322,10 @@ SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The audit's covering index on requests carries INCLUDE columns only on PostgreSQL;
+    # SQLite makes it a plain index, which is all the embedded setup needs.
+    SILENCED_SYSTEM_CHECKS.append("models.W040")
 
 LOGGING = {
     "version": 1,
