@@ -13,7 +13,6 @@ whose price is unknown counts as unpriced, never as $0.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ Outcome = Attempt.Outcome
 
 # --- Filters -------------------------------------------------------------------------------
 
-SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+SIZE_PATTERN = rollups.SIZE_PATTERN
 
 
 def _choices(pairs, empty: str = "any") -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
     Count,
@@ -191,7 +192,7 @@ def covering_kind(dimensions: set[str]) -> str | None:
     return None
 
 
-SIZE = re.compile(r"^(\d+)x(\d+)$")
+SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")  # the audit's size filter, WIDTHxHEIGHT
 
 
 def filtered_rollups(kind: str, filters) -> QuerySet[AuditRollup]:
@@ -210,7 +211,7 @@ def filtered_rollups(kind: str, filters) -> QuerySet[AuditRollup]:
         "quality": filters.quality,
     }
     rows = rows.filter(**{name: value for name, value in exact.items() if value not in (None, "")})
-    if match := SIZE.match(filters.size):
+    if match := SIZE_PATTERN.match(filters.size):
         rows = rows.filter(width=int(match.group(1)), height=int(match.group(2)))
     if filters.fallback:
         rows = rows.exclude(route_id=F("submitted_route_id"))
@@ -238,11 +239,12 @@ class Coverage:
         return cls(state.built_through if state else None)
 
     def split(self, start: date | None, end: date | None):
-        """(first, last) days to read from rollups, or None; and the first day to read
-        from the ledger, or None when the rollups cover the whole range."""
+        """(first, last) days to read from rollups and the first day to read from the
+        ledger (None when the rollups cover the whole range); (None, None) when the
+        rollups hold none of the range and everything is read from the ledger."""
         through = self.built_through
         if through is None or (start is not None and start > through):
-            return None, start or date.min
+            return None, None
         rolled = (start, min(end, through) if end else through)
         live_from = None if end is not None and end <= through else through + timedelta(days=1)
         return rolled, live_from
@@ -278,12 +280,21 @@ def grouped(
 # --- Building ------------------------------------------------------------------------------
 
 
-def first_unsettled_day() -> date | None:
+def quiet_period() -> timedelta:
+    """How long after a request ends a worker may still write to it: a task that claimed
+    it before it was cancelled, or before the sweep settled it, lives until the hard
+    time limit and may still record its call and cost."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS)
+
+
+def first_unsettled_day(now: datetime | None = None) -> date | None:
     """The first day a request that can still change was created on: one queued or
-    running, or one with a call in flight. Its attempts, and later ones, may change."""
-    open_since = GenerationRequest.objects.exclude(status__in=TERMINAL_STATUSES).aggregate(
-        first=Min("created_at")
-    )["first"]
+    running, one that ended within the quiet period, or one with a call in flight. Its
+    attempts, and those of later days, may change."""
+    now = now or timezone.now()
+    open_since = GenerationRequest.objects.filter(
+        ~Q(status__in=TERMINAL_STATUSES) | Q(finished_at__gte=now - quiet_period())
+    ).aggregate(first=Min("created_at"))["first"]
     calling_since = Attempt.objects.filter(outcome=Attempt.Outcome.CALLING).aggregate(
         first=Min("request__created_at")
     )["first"]
@@ -318,9 +329,16 @@ def build(first: date, last: date) -> int:
     return written
 
 
+CHUNK_DAYS = 7  # days built per transaction: SQLite's one writer waits at most that long
+
+
 def refresh(now: datetime | None = None, rebuild: bool = False) -> dict:
-    """Add the days settled since the last run. Safe to run anywhere, any number of times
-    (runs take turns on the state row). A changed time zone, or `rebuild`, starts over."""
+    """Add the days settled since the last run. Safe to run anywhere, any number of times:
+    runs take turns on the state row. A changed time zone, or `rebuild`, starts over.
+
+    Days are built a week per transaction, the state moving forward after each, so other
+    writers are never held up for long and the dashboard reads every finished week.
+    """
     now = now or timezone.now()
     zone = timezone.get_current_timezone_name()
     today = timezone.localdate(now)
@@ -330,7 +348,7 @@ def refresh(now: datetime | None = None, rebuild: bool = False) -> dict:
             AuditRollup.objects.all().delete()
             state.built_through, state.time_zone = None, zone
         through = state.built_through
-        unsettled = first_unsettled_day()
+        unsettled = first_unsettled_day(now)
         if through is not None and unsettled is not None and unsettled <= through:
             # A settled day moved again (rows imported or edited by hand): read it live.
             AuditRollup.objects.filter(day__gte=unsettled).delete()
@@ -341,12 +359,20 @@ def refresh(now: datetime | None = None, rebuild: bool = False) -> dict:
             last = min(last, unsettled - timedelta(days=1))
         if through is None:
             oldest = Attempt.objects.aggregate(first=Min("started_at"))["first"]
-            first = timezone.localdate(oldest) if oldest else last + timedelta(days=1)
-        else:
-            first = through + timedelta(days=1)
-        rows = build(first, last) if first <= last else 0
-        state.built_through = last if through is None else max(last, through)
+            # Nothing before the oldest attempt: every earlier day is built, and empty.
+            through = min(timezone.localdate(oldest) - timedelta(days=1), last) if oldest else last
+        state.built_through = through
         state.refreshed_at = now
         state.save()
-    days = max(0, (last - first).days + 1)
-    return {"days": days, "rows": rows, "through": state.built_through.isoformat()}
+    days = rows = 0
+    while through < last:
+        first, chunk_last = through + timedelta(days=1), min(last, through + timedelta(CHUNK_DAYS))
+        with transaction.atomic():
+            state = AuditRollupState.objects.select_for_update().get(pk=1)
+            if (state.built_through, state.time_zone) != (through, zone):
+                break  # another run moved on meanwhile; it carries on from there
+            rows += build(first, chunk_last)
+            state.built_through = through = chunk_last
+            state.save(update_fields=["built_through"])
+        days += (chunk_last - first).days + 1
+    return {"days": days, "rows": rows, "through": through.isoformat()}

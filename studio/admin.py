@@ -255,6 +255,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in GenerationRequest._meta.fields]
     inlines = [AttemptInline]
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the ledger: requests and their attempts are the audit's record
+
 
 @admin.register(OutputImage)
 class OutputImageAdmin(admin.ModelAdmin):
@@ -295,3 +298,6 @@ class ConversationAdmin(admin.ModelAdmin):
     list_display = ["title", "owner", "route", "created_at", "last_response_id"]
     list_select_related = ["owner", "route"]
     readonly_fields = ["last_response_id", "created_at"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # deleting one would delete its turns' requests from the ledger

@@ -1254,24 +1254,23 @@ class Attempt(models.Model):
             self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
         self.save()
 
-    def mark_unknown(self) -> None:
-        self.outcome = self.Outcome.UNKNOWN
-        self.retry_reason = self.RetryReason.UNKNOWN
-        self.error_message = (
-            "The worker stopped during this call; the provider may have generated and billed it."
-        )
-        self.finished_at = timezone.now()
-        self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
-        self.save(
-            update_fields=[
-                "outcome",
-                "retry_reason",
-                "error_message",
-                "finished_at",
-                "cost",
-                "cost_basis",
-            ]
-        )
+    def mark_unknown(self) -> bool:
+        """Record that the worker stopped during this call. Only while the call is still
+        in flight: a result its worker recorded meanwhile is kept. True if marked."""
+        values = {
+            "outcome": self.Outcome.UNKNOWN,
+            "retry_reason": self.RetryReason.UNKNOWN,
+            "error_message": (
+                "The worker stopped during this call; the provider may have generated and "
+                "billed it."
+            ),
+            "finished_at": timezone.now(),
+            "cost": None,
+            "cost_basis": self.CostBasis.UNPRICED,
+        }
+        marked = Attempt.objects.filter(pk=self.pk, outcome=self.Outcome.CALLING).update(**values)
+        self.refresh_from_db()
+        return bool(marked)
 
     def record_mainline(self, model: str, usage: pricing.Usage | None) -> None:
         """An assistant turn: the image tool was priced from its usage (self.cost); add the

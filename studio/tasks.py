@@ -356,8 +356,8 @@ def sweep_requests() -> dict:
     for request in stuck:
         settled[request.resolve_stuck()] += 1
     # A cancelled request's last call is left to finish; if its worker vanished meanwhile,
-    # the call can no longer end by itself. After the longest a call may last, say so.
-    longest = settings.CELERY_TASK_SOFT_TIME_LIMIT
+    # the call can no longer end by itself. Once its task would have been killed, say so.
+    longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
     orphans = Attempt.objects.filter(
         outcome=Attempt.Outcome.CALLING,
         request__status__in=TERMINAL_STATUSES,
@@ -365,8 +365,7 @@ def sweep_requests() -> dict:
     )
     abandoned = 0
     for attempt in orphans:
-        attempt.mark_unknown()
-        abandoned += 1
+        abandoned += attempt.mark_unknown()
     summary = {
         "sent_again": requeued,
         **{f"stuck_{k}": v for k, v in settled.items()},

@@ -194,6 +194,46 @@ class TestSettling:
         rollups.refresh()
         assert AuditRollupState.objects.get().built_through == today - timedelta(days=4)
 
+    def test_a_request_that_just_ended_holds_back_its_day_for_a_while(
+        self, spread, designer, routes
+    ):
+        """A worker that claimed it may still record its call and cost until its task's
+        hard time limit: the day settles only after that."""
+        today = timezone.localdate()
+        created = rollups.day_start(today - timedelta(days=2)) + timedelta(hours=5)
+        now = timezone.now()
+        make_generation(designer, routes["openai"], status=Status.CANCELLED, created_at=created,
+                        finished_at=now - timedelta(minutes=5))  # fmt: skip
+        rollups.refresh(now=now)
+        assert AuditRollupState.objects.get().built_through == today - timedelta(days=3)
+        rollups.refresh(now=now + rollups.quiet_period())
+        assert AuditRollupState.objects.get().built_through == today - timedelta(days=1)
+
+    def test_days_are_built_a_week_per_transaction(self, spread, monkeypatch):
+        """A long first build keeps each finished week even if a later one fails."""
+        built = []
+        real_build = rollups.build
+
+        def build_or_fail(first, last):
+            if built:
+                raise RuntimeError("database went away")
+            built.append((first, last))
+            return real_build(first, last)
+
+        monkeypatch.setattr(rollups, "build", build_or_fail)
+        with pytest.raises(RuntimeError):
+            rollups.refresh()
+        [(first, last)] = built
+        assert (last - first).days + 1 == rollups.CHUNK_DAYS
+        assert AuditRollupState.objects.get().built_through == last
+        assert not AuditRollup.objects.filter(day__gt=last).exists()
+        monkeypatch.setattr(rollups, "build", real_build)
+        live = figures(read({"start": "", "end": ""}))
+        rollups.refresh()
+        yesterday = timezone.localdate() - timedelta(days=1)
+        assert AuditRollupState.objects.get().built_through == yesterday
+        assert figures(read({"start": "", "end": ""})) == live
+
     def test_running_again_adds_nothing_twice(self, spread):
         first = rollups.refresh(now=timezone.now() + timedelta(days=1))
         count = AuditRollup.objects.count()
@@ -233,6 +273,24 @@ class TestSettling:
         assert AuditRollup.objects.exists()
         tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
         assert "review.tasks.refresh_audit_rollups" in tasks
+
+
+class TestLedgerIsKept:
+    def test_requests_and_conversations_cannot_be_deleted_in_the_admin(
+        self, client, spread, django_user_model
+    ):
+        from studio.models import GenerationRequest
+
+        root = django_user_model.objects.create_superuser("root", password="pw-root-123")
+        client.force_login(root)
+        generation = GenerationRequest.objects.first()
+        url = reverse("admin:studio_generationrequest_delete", args=[generation.pk])
+        assert client.post(url, {"post": "yes"}).status_code == 403
+        assert GenerationRequest.objects.filter(pk=generation.pk).exists()
+        for model in ("generationrequest", "conversation"):
+            changelist = client.get(reverse(f"admin:studio_{model}_changelist"))
+            assert changelist.status_code == 200
+            assert "delete_selected" not in changelist.content.decode()
 
 
 class TestLatencyLabels:

@@ -300,9 +300,10 @@ class TestCrashRecovery:
         attempt = Attempt.begin(generation, live_sandbox)
         assert generation.cancel(by=designer)  # the call is left to finish ...
         assert sweep_requests()["abandoned_calls"] == 0  # ... and may still
-        # ... but its worker died: after the longest a call may last, it is marked unknown.
+        # ... but its worker died: once its task would have been killed, it is marked unknown.
+        longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
         Attempt.objects.filter(pk=attempt.pk).update(
-            started_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_SOFT_TIME_LIMIT + 1)
+            started_at=timezone.now() - timedelta(seconds=longest + 1)
         )
         assert sweep_requests()["abandoned_calls"] == 1
         attempt.refresh_from_db()
@@ -311,6 +312,15 @@ class TestCrashRecovery:
             Attempt.CostBasis.UNPRICED,
         )
         assert sweep_requests()["abandoned_calls"] == 0
+
+    def test_a_result_recorded_meanwhile_is_not_marked_unknown(self, designer, live_sandbox):
+        generation = submit(designer, live_sandbox)
+        assert generation.claim()
+        attempt = Attempt.begin(generation, live_sandbox)
+        stale = Attempt.objects.get(pk=attempt.pk)  # what the sweep read
+        Attempt.objects.filter(pk=attempt.pk).update(outcome=Attempt.Outcome.SUCCEEDED)
+        assert stale.mark_unknown() is False
+        assert stale.outcome == Attempt.Outcome.SUCCEEDED
 
 
 class TestBrokerAndStorageFailures:
