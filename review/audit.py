@@ -226,33 +226,7 @@ def filtered_attempts(filters: AuditFilter) -> QuerySet[Attempt]:
         attempts = attempts.filter(started_at__gte=day_start(filters.start))
     if filters.end:
         attempts = attempts.filter(started_at__lt=day_start(filters.end + timedelta(days=1)))
-    if filters.route_id is not None:
-        attempts = attempts.filter(route_id=filters.route_id)
-    if filters.submitted_to_id is not None:
-        attempts = attempts.filter(request__route_id=filters.submitted_to_id)
-    if filters.user_id is not None:
-        attempts = attempts.filter(request__created_by_id=filters.user_id)
-    if filters.status:
-        attempts = attempts.filter(request__status=filters.status)
-    if filters.outcome:
-        attempts = attempts.filter(outcome=filters.outcome)
-    if filters.reason:
-        attempts = attempts.filter(retry_reason=filters.reason)
-    if filters.basis:
-        attempts = attempts.filter(cost_basis=filters.basis)
-    if filters.owner:
-        attempts = attempts.filter(route_owner=filters.owner)
-    if filters.model:
-        attempts = attempts.filter(model_sent=filters.model)
-    if filters.quality:
-        attempts = attempts.filter(request__quality=filters.quality)
-    if match := SIZE_PATTERN.match(filters.size):
-        attempts = attempts.filter(
-            request__width=int(match.group(1)), request__height=int(match.group(2))
-        )
-    if filters.fallback:
-        attempts = attempts.exclude(route_id=F("request__route_id"))
-    return attempts
+    return rollups.narrowed(attempts, filters, rollups.LEDGER_FIELDS)
 
 
 # --- Money, kept apart by contract ---------------------------------------------------------

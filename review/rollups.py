@@ -54,17 +54,37 @@ Kind = AuditRollup.Kind
 BAND_RATIO = 1.02
 _LN_RATIO = math.log(BAND_RATIO)
 
-# Dimensions read straight off the attempt, and those computed from it or its request.
-# The rollup's columns carry the same names.
-ATTEMPT_DIMENSIONS = (
-    "route_id",
-    "route_owner",
-    "model_requested",
-    "model_sent",
-    "retry_reason",
-    "outcome",
-    "cost_basis",
-)
+# Each dimension and where the ledger keeps it: on the attempt, or on its request. The
+# rollup's columns carry the dimensions' names.
+LEDGER_FIELDS = {
+    "route_id": "route_id",
+    "route_owner": "route_owner",
+    "model_requested": "model_requested",
+    "model_sent": "model_sent",
+    "retry_reason": "retry_reason",
+    "outcome": "outcome",
+    "cost_basis": "cost_basis",
+    "submitted_route_id": "request__route_id",
+    "request_status": "request__status",
+    "user_id": "request__created_by_id",
+    "quality": "request__quality",
+    "width": "request__width",
+    "height": "request__height",
+}
+
+# The audit filter's narrowing fields, by the dimension each one needs.
+FILTER_DIMENSIONS = {
+    "route_id": "route_id",
+    "submitted_to_id": "submitted_route_id",
+    "user_id": "user_id",
+    "status": "request_status",
+    "outcome": "outcome",
+    "reason": "retry_reason",
+    "basis": "cost_basis",
+    "owner": "route_owner",
+    "model": "model_sent",
+    "quality": "quality",
+}
 
 
 def latency_band():
@@ -77,19 +97,6 @@ def latency_band():
 def band_value(band: int) -> float:
     """The latency (ms) a band stands for: its geometric middle."""
     return BAND_RATIO ** (band + 0.5)
-
-
-def computed_dimensions() -> dict:
-    return {
-        "submitted_route_id": F("request__route_id"),
-        "request_status": F("request__status"),
-        "user_id": F("request__created_by_id"),
-        "quality": F("request__quality"),
-        "width": F("request__width"),
-        "height": F("request__height"),
-        "day": TruncDate("started_at"),
-        "band": latency_band(),
-    }
 
 
 LOW = (
@@ -139,10 +146,14 @@ def live_measures(names: Iterable[str] = MEASURES) -> dict:
 
 def live_grouped(attempts: QuerySet[Attempt], dimensions: Iterable[str], measures) -> QuerySet:
     """GROUP BY the dimensions over attempts; rows are dicts named like rollup columns."""
-    computed = computed_dimensions()
+    computed = {"day": TruncDate("started_at"), "band": latency_band()}
     dimensions = list(dimensions)
-    plain = [name for name in dimensions if name in ATTEMPT_DIMENSIONS]
-    derived = {name: computed[name] for name in dimensions if name not in ATTEMPT_DIMENSIONS}
+    plain = [name for name in dimensions if LEDGER_FIELDS.get(name) == name]
+    derived = {
+        name: computed[name] if name in computed else F(LEDGER_FIELDS[name])
+        for name in dimensions
+        if name not in plain
+    }
     if "band" in derived:
         attempts = attempts.filter(latency_ms__isnull=False)
     return attempts.order_by().values(*plain, **derived).annotate(**live_measures(measures))
@@ -155,29 +166,13 @@ def rollup_grouped(rollups: QuerySet[AuditRollup], dimensions, measures) -> Quer
 # --- What a filter needs -------------------------------------------------------------------
 
 
+def _set(value) -> bool:
+    return value not in (None, "")
+
+
 def filter_dimensions(filters) -> set[str]:
     """The dimensions an `audit.AuditFilter` narrows on (dates aside)."""
-    needed = set()
-    if filters.route_id is not None:
-        needed.add("route_id")
-    if filters.submitted_to_id is not None:
-        needed.add("submitted_route_id")
-    if filters.user_id is not None:
-        needed.add("user_id")
-    if filters.status:
-        needed.add("request_status")
-    if filters.outcome:
-        needed.add("outcome")
-    if filters.reason:
-        needed.add("retry_reason")
-    if filters.basis:
-        needed.add("cost_basis")
-    if filters.owner:
-        needed.add("route_owner")
-    if filters.model:
-        needed.add("model_sent")
-    if filters.quality:
-        needed.add("quality")
+    needed = {dim for name, dim in FILTER_DIMENSIONS.items() if _set(getattr(filters, name))}
     if filters.size:
         needed.update(("width", "height"))
     if filters.fallback:
@@ -195,26 +190,23 @@ def covering_kind(dimensions: set[str]) -> str | None:
 SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")  # the audit's size filter, WIDTHxHEIGHT
 
 
-def filtered_rollups(kind: str, filters) -> QuerySet[AuditRollup]:
-    """Rows of one kind narrowed like `audit.filtered_attempts` narrows the ledger."""
-    rows = AuditRollup.objects.filter(kind=kind)
-    exact = {
-        "route_id": filters.route_id,
-        "submitted_route_id": filters.submitted_to_id,
-        "user_id": filters.user_id,
-        "request_status": filters.status,
-        "outcome": filters.outcome,
-        "retry_reason": filters.reason,
-        "cost_basis": filters.basis,
-        "route_owner": filters.owner,
-        "model_sent": filters.model,
-        "quality": filters.quality,
-    }
-    rows = rows.filter(**{name: value for name, value in exact.items() if value not in (None, "")})
+def narrowed(rows: QuerySet, filters, fields: dict[str, str] | None = None) -> QuerySet:
+    """Rows narrowed by an `audit.AuditFilter` (dates aside): rollup rows by their columns,
+    or the ledger's attempts through `fields` (LEDGER_FIELDS)."""
+
+    def field(dimension: str) -> str:
+        return fields[dimension] if fields else dimension
+
+    wanted = {name: getattr(filters, name) for name in FILTER_DIMENSIONS}
+    rows = rows.filter(
+        **{field(FILTER_DIMENSIONS[name]): value for name, value in wanted.items() if _set(value)}
+    )
     if match := SIZE_PATTERN.match(filters.size):
-        rows = rows.filter(width=int(match.group(1)), height=int(match.group(2)))
+        rows = rows.filter(
+            **{field("width"): int(match.group(1)), field("height"): int(match.group(2))}
+        )
     if filters.fallback:
-        rows = rows.exclude(route_id=F("submitted_route_id"))
+        rows = rows.exclude(**{field("route_id"): F(field("submitted_route_id"))})
     return rows
 
 
@@ -266,7 +258,7 @@ def grouped(
     rolled, live_from = coverage.split(filters.start, filters.end)
     if kind is None or rolled is None:
         return list(live_grouped(attempts, dimensions, measures))
-    rollups = filtered_rollups(kind, filters)
+    rollups = narrowed(AuditRollup.objects.filter(kind=kind), filters)
     first, last = rolled
     if first is not None:
         rollups = rollups.filter(day__gte=first)
