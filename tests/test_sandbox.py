@@ -20,6 +20,7 @@ from studio import pricing
 from studio.sandbox.directives import Directives, strip_directives
 from studio.sandbox.render import Picture, labels_to_draw, misspell, quoted_labels, render_image
 from tests.openapi import assert_matches_schema
+from tests.sandbox_helpers import decode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,12 +44,6 @@ def generate_raw(client: OpenAI, **params) -> tuple[dict, dict[str, str]]:
     params.setdefault("model", "gpt-image-2")
     raw = client.images.with_raw_response.generate(**params)
     return json.loads(raw.text), dict(raw.headers)
-
-
-def decode(b64_json: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64_json, validate=True)))
-    image.load()
-    return image
 
 
 def post_raw(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, dict[str, str]]:

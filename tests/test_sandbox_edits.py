@@ -5,7 +5,6 @@ Called over a real socket with the real openai SDK, which sends multipart/form-d
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -23,6 +22,7 @@ from studio import imagerules, pricing
 from studio.sandbox.edits import input_image_tokens
 from studio.sandbox.render import fit_to_size
 from tests.openapi import assert_matches_schema
+from tests.sandbox_helpers import decode, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,12 +50,6 @@ def source_image(width: int = 1024, height: int = 1024) -> Image.Image:
     return image
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def encoded(image: Image.Image, pillow_format: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, pillow_format)
@@ -78,12 +72,6 @@ def outside(image: Image.Image, hole: tuple = HOLE) -> Image.Image:
 def mean_difference(first: Image.Image, second: Image.Image) -> float:
     difference = ImageChops.difference(first.convert("RGB"), second.convert("RGB"))
     return sum(ImageStat.Stat(difference).mean) / 3
-
-
-def decode(b64_json: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64_json, validate=True)))
-    image.load()
-    return image
 
 
 def edit_raw(client: OpenAI, **params) -> dict:

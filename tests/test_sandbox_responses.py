@@ -22,6 +22,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 from studio import pricing
 from studio.sandbox.edits import input_image_tokens
 from tests.openapi import assert_matches_schema
+from tests.sandbox_helpers import decode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,12 +64,6 @@ EVENT_SCHEMAS = {
 @pytest.fixture
 def client(live_server) -> OpenAI:
     return OpenAI(base_url=live_server.url + "/sandbox/v1", api_key="sandbox", max_retries=0)
-
-
-def decode(b64_json: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64_json, validate=True)))
-    image.load()
-    return image
 
 
 def data_url(image: Image.Image) -> str:

@@ -6,8 +6,6 @@ read too, to check the SSE framing and validate each event against the published
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import time
 
@@ -25,6 +23,7 @@ from PIL import Image, ImageChops, ImageDraw
 from studio import pricing
 from studio.sandbox.edits import input_image_tokens
 from tests.openapi import assert_matches_schema
+from tests.sandbox_helpers import decode, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,18 +40,6 @@ EVENT_SCHEMAS = {
 @pytest.fixture
 def client(live_server) -> OpenAI:
     return OpenAI(base_url=live_server.url + "/sandbox/v1", api_key="sandbox", max_retries=0)
-
-
-def decode(b64_json: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64_json, validate=True)))
-    image.load()
-    return image
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def raw_events(response) -> list[tuple[str, dict]]:
