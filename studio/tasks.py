@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from celery import shared_task
 from django.conf import settings
@@ -20,16 +21,21 @@ from django.db.models import Q
 from django.utils import timezone
 
 from studio import drift, imagegen
+from studio.billing import Answer, Billing, may_have_billed
 from studio.models import (
+    LOST_CALL_REASONS,
     TERMINAL_STATUSES,
     Attempt,
+    Budget,
     GenerationRequest,
     InputImage,
     Route,
     Status,
-    store_output,
+    keep_payload,
+    record_kept_call,
     store_partial,
 )
+from studio.pricing import money
 
 log = logging.getLogger(__name__)
 
@@ -87,76 +93,143 @@ def run_generation(request_id: str) -> None:
     attempt = Attempt.begin(request, route, routed_because)
     started = time.monotonic()
     on_partial = _partial_storer(request, attempt)
+    on_event = _lease_keeper(request, route)
     try:
         if request.is_assistant_turn:
             result = imagegen.respond(
-                route, request, request.previous_response_id or None, on_partial=on_partial
+                route,
+                request,
+                request.previous_response_id or None,
+                on_partial=on_partial,
+                on_event=on_event,
             )
         elif edit_inputs is not None:
-            result = imagegen.edit(route, request, edit_inputs, on_partial=on_partial)
+            result = imagegen.edit(
+                route, request, edit_inputs, on_partial=on_partial, on_event=on_event
+            )
         else:
-            result = imagegen.generate(route, request, on_partial=on_partial)
+            result = imagegen.generate(route, request, on_partial=on_partial, on_event=on_event)
     except imagegen.ImageGenError as error:
         _after_failed_call(request, attempt, error, started)
         return
     except Exception as error:
-        # Whatever went wrong, the row must not stay "running" with an open attempt.
+        # Whatever went wrong, the row must not stay "running" with an open attempt. The
+        # request was sent, so the provider may have done (and billed) the work.
         log.exception("request %s: unexpected error during the call", request_id)
-        unexpected = imagegen.ImageGenError("unknown", f"Unexpected error: {error!r}")
+        unexpected = imagegen.ImageGenError(
+            "unknown", f"Unexpected error: {error!r}", answer=Answer.NO_ANSWER
+        )
         _after_failed_call(request, attempt, unexpected, started)
         return
+    finish_paid_call(request, attempt, result, started, time.monotonic())
 
-    ended = time.monotonic()
-    # The call is paid for: a dropped database connection must not lose its record.
-    _with_fresh_connection_on_failure(
-        lambda: attempt.record_success(
-            usage=result.usage,
-            provider_request_id=result.provider_request_id,
-            http_status=result.http_status,
-            started=started,
-            ended=ended,
-            images=len(result.images),
-        )
-    )
-    if request.is_assistant_turn:
+
+def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, started, ended):
+    """Record a call the provider answered with images: it is paid for, so it is never made
+    again. Its payload goes to storage first (images and a receipt), then the rows, each
+    write surviving a dropped database connection; a worker lost in between leaves the
+    receipt for the sweep to finish from."""
+    latency_ms = max(0, round((ended - started) * 1000))
+    if not request.is_still_running() and not _given_up_by_sweep(request):
+        # Cancelled during the call: the result is discarded, its cost kept.
         _with_fresh_connection_on_failure(
-            lambda: attempt.record_mainline(route.assistant_model, result.mainline_usage)
+            lambda: record_kept_call(request, attempt, _receipt_of(request, result, latency_ms))
         )
-    if not request.is_still_running():
-        request.record_discarded_call()
         log.info(
-            "request %s was cancelled during the call; result discarded, cost kept", request_id
+            "request %s was cancelled during the call; result discarded, cost kept", request.id
         )
         return
-    if request.is_assistant_turn:
-        request.record_reply(result.text, result.response_id)
     try:
-        stored = _store_with_retries(request, attempt, result.images)
+        receipt = keep_payload(request, attempt, result, latency_ms)
     except Exception as error:
-        log.exception("request %s: the call succeeded but storing its images failed", request_id)
-        request.fail(
-            "storage_failed",
-            f"The images were generated (and billed) but could not be stored: {error}",
+        log.exception("request %s: the call succeeded but storing its images failed", request.id)
+        _with_fresh_connection_on_failure(
+            partial(_end_unstored, request, attempt, result, latency_ms, error)
         )
         return
-    if request.has_mask:
+    stored = _with_fresh_connection_on_failure(lambda: record_kept_call(request, attempt, receipt))
+    if request.has_mask and stored:
         _check_drift(request, stored, result.images)
-    if not request.succeed(attempt):
-        log.info("request %s ended elsewhere while storing; its outputs stay on record", request_id)
-        return
+    attempt.refresh_from_db()
     log.info(
-        "request %s succeeded: route_owner=%s model=%s->%s provider_request_id=%s "
-        "output_tokens=%s cost=%s latency_ms=%s stored=%s",
-        request_id,
+        "request %s %s: route_owner=%s model=%s->%s provider_request_id=%s "
+        "output_tokens=%s cost=%s billing=%s latency_ms=%s stored=%s",
+        request.id,
+        request.status,
         attempt.route_owner,
         attempt.model_requested,
         attempt.model_sent,
         attempt.provider_request_id,
         attempt.output_image_tokens,
         attempt.cost,
+        attempt.billing_label,
         attempt.latency_ms,
         [output.file.name for output in stored],
     )
+
+
+def _given_up_by_sweep(request: GenerationRequest) -> bool:
+    request.refresh_from_db(fields=["status", "failure_reason"])
+    return request.status == Status.FAILED and request.failure_reason in LOST_CALL_REASONS
+
+
+def _receipt_of(request: GenerationRequest, result, latency_ms: int) -> dict:
+    """A receipt for a result whose images are not kept (cancelled, or storage down)."""
+    receipt = {
+        "provider_request_id": result.provider_request_id,
+        "http_status": result.http_status,
+        "latency_ms": latency_ms,
+        "usage": result.usage.raw,
+        "images": [],
+        "image_count": len(result.images),
+    }
+    if request.is_assistant_turn:
+        receipt["assistant"] = {
+            "text": result.text,
+            "response_id": result.response_id,
+            "mainline_model": result.mainline_model,
+            "mainline_usage": result.mainline_usage.raw,
+        }
+    return receipt
+
+
+def _end_unstored(request, attempt, result, latency_ms: int, error: Exception) -> None:
+    """The provider delivered (and billed) images that storage would not take: the attempt
+    is billed from its usage, the request ends storage_failed, and it is not sent again.
+    The designer reads what happened; the storage error itself is for admins, on the
+    attempt."""
+    with transaction.atomic():
+        record_kept_call(request, attempt, _receipt_of(request, result, latency_ms), finish=False)
+        Attempt.objects.filter(pk=attempt.pk).update(
+            error_message=f"Storage refused the images: {error!r}"
+        )
+        message = (
+            f"The provider generated {len(result.images)} image(s), and billed them, but the "
+            "studio's storage did not accept them, so they are lost. The request was not sent "
+            "again, so nothing is paid twice; an admin can see the storage error on the "
+            "attempt. Run it again once storage works."
+        )
+        if not request.fail("storage_failed", message) and _given_up_by_sweep(request):
+            request._finish(Status.FAILED, "storage_failed", message, from_status=Status.FAILED)
+
+
+def _lease_keeper(request: GenerationRequest, route: Route):
+    """Extend the request's lease while its call shows signs of life (a streamed event),
+    at most every few seconds, so the sweep never declares a live stream dead."""
+    every = max(1.0, settings.LEASE_GRACE_SECONDS / 4)
+    last = time.monotonic()
+
+    def keep_alive() -> None:
+        nonlocal last
+        if time.monotonic() - last < every:
+            return
+        last = time.monotonic()
+        try:
+            request.extend_lease(route)
+        except Exception:
+            log.warning("request %s: could not extend its lease", request.id, exc_info=True)
+
+    return keep_alive
 
 
 def _partial_storer(request: GenerationRequest, attempt: Attempt):
@@ -202,37 +275,19 @@ def _check_drift(request: GenerationRequest, stored: list, images: list) -> None
 
 def _with_fresh_connection_on_failure(write):
     """Run a database write; if the connection was lost (a restarted or killed backend),
-    reconnect and run it once more. Writes here are idempotent saves of one row."""
-    try:
-        return write()
-    except (OperationalError, InterfaceError):
-        log.warning("database connection lost; reconnecting and writing again", exc_info=True)
-        connection.close()
-        return write()
-
-
-def _store_with_retries(request: GenerationRequest, attempt: Attempt, images) -> list:
-    """Store what was paid for; on a storage error try storage again, never the provider."""
-    tries = max(1, settings.STORAGE_RETRIES)
-    stored = []
-    for index, image in enumerate(images):
-        for number in range(1, tries + 1):
-            try:
-                stored.append(store_output(request, attempt, index, image))
-                break
-            except Exception:
-                if number == tries:
-                    raise
-                log.warning(
-                    "request %s: storing image %s failed (try %s of %s); trying storage again",
-                    request.id,
-                    index,
-                    number,
-                    tries,
-                    exc_info=True,
-                )
-                time.sleep(min(2 ** (number - 1), 10))
-    return stored
+    reconnect and run it again, a few times. Writes here are transactions that can run
+    twice (a rolled-back one left nothing; a committed one is recognised and kept)."""
+    tries = max(2, settings.STORAGE_RETRIES)
+    for number in range(1, tries + 1):
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if number == tries:
+                raise
+            log.warning("database connection lost; reconnecting and writing again", exc_info=True)
+            connection.close()
+            time.sleep(min(2 ** (number - 1), 5) / 4)
+    raise AssertionError("unreachable")
 
 
 def _after_failed_call(
@@ -260,7 +315,8 @@ def _settle_failure(
             provider_request_id=error.provider_request_id,
             started=started,
             ended=ended,
-            billed_usage=error.billed_usage,
+            answer=error.answer,
+            usage=error.usage,
         )
         if error.is_policy:
             request.refuse(error.message)
@@ -269,9 +325,7 @@ def _settle_failure(
             request.schedule_retry(plan.route, plan.delay, plan.because)
             outcome = f"retry on {plan.route.name} in {plan.delay:.1f}s ({plan.because})"
         else:
-            attempts = request.attempts.count()
-            tried = f" after {attempts} attempts" if attempts > 1 else ""
-            request.fail(error.reason, f"{error.message}{tried}")
+            request.fail(error.reason, failure_message(request, attempt, error))
             outcome = "failed"
     log.info(
         "request %s attempt %s on %s failed: reason=%s status=%s provider_request_id=%s -> %s",
@@ -285,6 +339,28 @@ def _settle_failure(
     )
 
 
+def failure_message(request: GenerationRequest, attempt: Attempt, error) -> str:
+    """What the designer reads when a request ends failed: the provider's failure, how many
+    calls were made, what they may have cost, and why it was not sent again."""
+    parts = [error.message.rstrip(". ") + "."]
+    attempts = request.attempts.count()
+    if attempts > 1:
+        parts.append(f"Tried {attempts} times.")
+    cost, exposure = request.cost_and_exposure()
+    if attempt.billing is Billing.POSSIBLY_BILLED:
+        amount = f" up to {money(exposure)}" if exposure is not None else ""
+        parts.append(
+            f"The provider may have billed this call{amount}; it was not sent again, so "
+            "nothing is paid twice."
+        )
+    elif attempt.billing is Billing.BILLED:
+        parts.append(
+            f"The provider billed this call ({money(cost) if cost is not None else 'unpriced'}); "
+            "it was not sent again, so nothing is paid twice."
+        )
+    return " ".join(parts)
+
+
 def plan_retry(
     request: GenerationRequest, attempt: Attempt, error: imagegen.ImageGenError
 ) -> RetryPlan | None:
@@ -293,12 +369,25 @@ def plan_retry(
     Policy, validation and size errors never retry. Timeouts, rate limits, 5xx and
     connection errors retry with exponential backoff and jitter (at least Retry-After),
     moving to the route's fallback when it has one that can serve the request.
+
+    A request is sent again only while none of its attempts may have been billed. The one
+    exception is a timeout on a route whose admin allows `timeout_retries`, and then only
+    while what the request may already have cost plus another call fits every budget.
     """
     if error.reason not in RETRYABLE:
         return None
     attempts = list(request.attempts.all())
     if len(attempts) >= settings.MAX_ATTEMPTS_PER_REQUEST:
         return None
+    risky = [a for a in attempts if may_have_billed(a.cost_basis)]
+    if risky:
+        timeouts = [a for a in risky if a.retry_reason == Attempt.RetryReason.TIMEOUT]
+        if len(timeouts) != len(risky) or len(timeouts) > attempt.route.timeout_retries:
+            return None
+        _, exposure = request.cost_and_exposure()
+        committed = None if exposure is None else exposure + (request.estimated_cost or 0)
+        if committed is None or not Budget.fits(request.created_by, request, committed):
+            return None
     same_reason = sum(1 for a in attempts if a.retry_reason == error.reason)
     if same_reason > RETRY_LIMIT_BY_REASON.get(error.reason, settings.MAX_ATTEMPTS_PER_REQUEST):
         return None
