@@ -12,10 +12,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
-
-from django.core.files.storage import default_storage
 
 from studio import imagegen, models, tasks
 from studio.models import Attempt, GenerationRequest, Route, Status

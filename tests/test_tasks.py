@@ -13,8 +13,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 
 from studio.models import Attempt, GenerationRequest, OutputImage, Status
-from studio.pricing import money
-from studio.pricing import estimate_output_tokens
+from studio.pricing import estimate_output_tokens, money
 from studio.tasks import run_generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
