@@ -53,6 +53,8 @@ bench: install-test
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.concurrency
 	$(BIN)/python -m tests.bench.audit
+	LEDGER_SCHEDULES=10000 VAR_DIR=$(CURDIR)/var/bench $(BIN)/python -m pytest -q -s -p no:randomly \
+		tests/test_ledger_machine.py
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -230,10 +230,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # How often retention deletes the files of outputs past their delete-after date.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600)
+# How often the sweep settles forgotten rows (ledger_check allows two of these past a lease).
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
     "sweep-requests": {
         "task": "studio.tasks.sweep_requests",
-        "schedule": float(env_int("SWEEP_INTERVAL_SECONDS", 30)),
+        "schedule": float(SWEEP_INTERVAL_SECONDS),
     },
     "delete-expired-outputs": {
         "task": "studio.tasks.delete_expired_outputs",

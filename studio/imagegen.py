@@ -200,7 +200,9 @@ def _streamed_result(
                 kind = event.type.rsplit(".", 1)[-1]
                 if kind == "completed":
                     usage = getattr(event, "usage", None)
-                    readings.append(read_usage(usage.model_dump() if usage else None))
+                    readings.append(
+                        read_usage(usage.model_dump(exclude_unset=True) if usage else None)
+                    )
                 try:
                     image = decode_image(event.b64_json, expected=request.output_format)
                 except ImageGenError:
@@ -234,7 +236,7 @@ def _result(raw, request) -> GenerationResult:
         raise ImageGenError(
             "invalid_output", f"The provider's answer could not be read ({error})."
         ).answered(raw) from error
-    usage = read_usage(response.usage.model_dump() if response.usage else None)
+    usage = read_usage(response.usage.model_dump(exclude_unset=True) if response.usage else None)
     images = []
     try:
         for item in response.data or []:
@@ -364,7 +366,9 @@ def _read_response_stream(
 def _mainline_usage(response) -> UsageReading:
     """The mainline model's own tokens, in whatever shape the provider reported them."""
     usage = getattr(response, "usage", None)
-    return read_usage(usage.model_dump() if usage is not None else None, outputs="text")
+    return read_usage(
+        usage.model_dump(exclude_unset=True) if usage is not None else None, outputs="text"
+    )
 
 
 def _image_tool_usage(response) -> UsageReading:

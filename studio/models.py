@@ -973,6 +973,20 @@ class GenerationRequest(models.Model):
         return None, total
 
     @property
+    def cost_basis(self) -> str:
+        """The request's billing in one word, for its page: possibly billed when any attempt
+        may have been billed; not billed when no attempt was; unpriced when a billed
+        attempt has no price; "" when its cost is known (or nothing was called yet)."""
+        bases = set(self.attempts.values_list("cost_basis", flat=True))
+        if Attempt.CostBasis.POSSIBLY_BILLED in bases:
+            return Attempt.CostBasis.POSSIBLY_BILLED
+        if bases == {Attempt.CostBasis.NOT_BILLED}:
+            return Attempt.CostBasis.NOT_BILLED
+        if self.cost is None and Attempt.CostBasis.UNPRICED in bases:
+            return Attempt.CostBasis.UNPRICED
+        return ""
+
+    @property
     def exposure_base(self) -> Decimal | None:
         """What one call of this request may cost at most, as far as the studio knows: its
         estimate (images, previews, prompt and input images; a flat price times n)."""
@@ -1037,9 +1051,12 @@ class GenerationRequest(models.Model):
     def cancel(self, by) -> bool:
         """Stop a queued or running request. A call in flight still finishes and is billed;
         its result is discarded and its cost recorded."""
+        cost, exposure = self.cost_and_exposure()
         cancelled = GenerationRequest.objects.filter(
             pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]
         ).update(
+            cost=cost,
+            exposure=exposure,
             status=Status.CANCELLED,
             failure_reason="cancelled",
             failure_message=f"Cancelled by {by.get_username()}.",
@@ -1083,6 +1100,15 @@ class GenerationRequest(models.Model):
             transaction.on_commit(row.enqueue)
         self.refresh_from_db()
         return "requeued"
+
+    def recount_cost(self) -> None:
+        """Write the cost (or exposure) of an ended request again from its attempts, after
+        one of them was settled late (an abandoned call marked unknown)."""
+        cost, exposure = self.cost_and_exposure()
+        GenerationRequest.objects.filter(pk=self.pk, status__in=TERMINAL_STATUSES).update(
+            cost=cost, exposure=exposure
+        )
+        self.refresh_from_db()
 
     def lost_call_explanation(self) -> tuple[str, str]:
         """(reason, message) for a request whose worker stopped after a call that may have
@@ -1138,8 +1164,10 @@ class GenerationRequest(models.Model):
 
     def record_discarded_call(self) -> None:
         """A call that finished after the request was cancelled: keep its cost on the row."""
+        cost, exposure = self.cost_and_exposure()
         GenerationRequest.objects.filter(pk=self.pk, status=Status.CANCELLED).update(
-            cost=self.total_attempt_cost(),
+            cost=cost,
+            exposure=exposure,
             failure_message=Concat(
                 "failure_message",
                 Value(
@@ -1666,12 +1694,23 @@ def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_m
     database, after a billed call leaves what the sweep needs to finish the request from
     what was received instead of calling again. Storage is tried a few times; the last
     error is raised."""
-    kept = []
-    for index, image in enumerate(result.images):
-        name = _save_with_retries(output_file_name(request.id, index, image), image.data)
-        kept.append(
-            KeptImage(name, image.sha256, len(image.data), image.width, image.height, image.format)
-        )
+    kept: list[KeptImage] = []
+    try:
+        for index, image in enumerate(result.images):
+            name = _save_with_retries(output_file_name(request.id, index, image), image.data)
+            kept.append(
+                KeptImage(
+                    name, image.sha256, len(image.data), image.width, image.height, image.format
+                )
+            )
+    except Exception:
+        # No file without its row: what was saved before storage gave up goes too.
+        for kept_image in kept:
+            try:
+                default_storage.delete(kept_image.name)
+            except Exception:
+                log.exception("could not remove %s after a storage failure", kept_image.name)
+        raise
     receipt = {
         "request_id": str(request.id),
         "attempt": attempt.number,
@@ -1701,6 +1740,7 @@ def record_kept_call(
     receipt: dict,
     note: str = "",
     finish: bool = True,
+    drift: Sequence[float | None] = (),
 ) -> list[OutputImage]:
     """Write the rows of a paid call whose payload is kept in storage (keep_payload): the
     attempt (billed from the receipt's usage), an output row per image, and the request's
@@ -1709,7 +1749,8 @@ def record_kept_call(
 
     A request the sweep had given up while this call still ran is corrected to succeeded
     (its images kept, a note says so); a cancelled one stays cancelled with its cost kept.
-    With `finish` False (or no image kept) only the attempt is recorded.
+    With `finish` False (or no image kept) only the attempt is recorded. `drift` holds each
+    image's measured drift (a masked edit), recorded before the request ends.
     """
     with transaction.atomic():
         row = GenerationRequest.objects.select_for_update().get(pk=request.pk)
@@ -1736,11 +1777,14 @@ def record_kept_call(
         recorded = set(
             row.outputs.filter(kind=OutputImage.Kind.FINAL).values_list("index", flat=True)
         )
-        outputs = [
-            store_output(row, attempt, index, kept, name=kept.name)
-            for index, kept in enumerate(receipt["images"])
-            if index not in recorded
-        ]
+        outputs = []
+        for index, kept in enumerate(receipt["images"]):
+            if index in recorded:
+                continue
+            output = store_output(row, attempt, index, kept, name=kept.name)
+            if index < len(drift) and drift[index] is not None:
+                output.record_drift(drift[index])
+            outputs.append(output)
         row.input_tokens = (
             attempt.input_text_tokens + attempt.input_image_tokens + (attempt.mainline_input_tokens)
         )

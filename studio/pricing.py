@@ -184,6 +184,9 @@ def read_usage(raw: object, *, outputs: str = "image") -> UsageReading:
 
 
 def _read_usage(raw: object, outputs: str) -> UsageReading:
+    if isinstance(raw, dict):
+        # A key present with null says nothing (an SDK model dumps unset fields so).
+        raw = {key: value for key, value in raw.items() if value is not None}
     if raw is None or raw == {}:
         return UsageReading(None, "absent", "The provider reported no usage.")
     if not isinstance(raw, dict):

@@ -147,9 +147,10 @@ def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, start
             partial(_end_unstored, request, attempt, result, latency_ms, error)
         )
         return
-    stored = _with_fresh_connection_on_failure(lambda: record_kept_call(request, attempt, receipt))
-    if request.has_mask and stored:
-        _check_drift(request, stored, result.images)
+    ratios = _measure_drift(request, result.images) if request.has_mask else ()
+    stored = _with_fresh_connection_on_failure(
+        lambda: record_kept_call(request, attempt, receipt, drift=ratios)
+    )
     attempt.refresh_from_db()
     log.info(
         "request %s %s: route_owner=%s model=%s->%s provider_request_id=%s "
@@ -263,14 +264,14 @@ def _read_edit_inputs(request: GenerationRequest) -> imagegen.EditInputs:
     raise AssertionError("unreachable")
 
 
-def _check_drift(request: GenerationRequest, stored: list, images: list) -> None:
-    """Measure how much the protected area changed. The images are paid for and stored, so
-    a failure here is logged and leaves the drift unknown; it never fails the request."""
+def _measure_drift(request: GenerationRequest, images: list) -> list[float | None]:
+    """How much of the protected area each image changed. The images are paid for, so a
+    failure here is logged and leaves the drift unknown; it never fails the request."""
     try:
-        outputs = [(output, image.data) for output, image in zip(stored, images, strict=True)]
-        drift.check_edit(request, outputs)
+        return drift.ratios(request, [image.data for image in images])
     except Exception:
         log.exception("request %s: the drift check failed; drift left unknown", request.id)
+        return [None] * len(images)
 
 
 def _with_fresh_connection_on_failure(write):
@@ -440,7 +441,7 @@ def sweep_requests() -> dict:
     for request in forgotten.only("id"):
         request.enqueue()
         requeued += 1
-    settled = {"failed": 0, "requeued": 0, "not stuck": 0}
+    settled = {"failed": 0, "finished": 0, "requeued": 0, "not stuck": 0}
     stuck = GenerationRequest.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
     for request in stuck:
         settled[request.resolve_stuck()] += 1
@@ -453,14 +454,16 @@ def sweep_requests() -> dict:
         started_at__lt=now - timedelta(seconds=longest),
     )
     abandoned = 0
-    for attempt in orphans:
-        abandoned += attempt.mark_unknown()
+    for attempt in orphans.select_related("request"):
+        if attempt.mark_unknown():
+            attempt.request.recount_cost()
+            abandoned += 1
     summary = {
         "sent_again": requeued,
         **{f"stuck_{k}": v for k, v in settled.items()},
         "abandoned_calls": abandoned,
     }
-    if requeued or settled["failed"] or settled["requeued"] or abandoned:
+    if requeued or settled["failed"] or settled["finished"] or settled["requeued"] or abandoned:
         log.warning("sweep: %s", summary)
     return summary
 

@@ -133,6 +133,22 @@ def provider_route(db) -> Route:
     )
 
 
+@pytest.fixture
+def ledger_checked(db, settings):
+    """After an integration test, `manage.py ledger_check --storage` must find nothing: CI
+    proves the ledger's promises on every run of a real worker."""
+    yield
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    try:
+        call_command("ledger_check", "--storage", stdout=out)
+    except Exception as error:
+        raise AssertionError(f"ledger_check after the test: {out.getvalue()}") from error
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real Celery worker process (thread pool) on the configured broker and test database."""

@@ -15,7 +15,11 @@ from studio.models import GenerationRequest, Status
 from studio.tasks import run_generation
 from tests.conftest import wait_for_terminal
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.services,
+    pytest.mark.usefixtures("ledger_checked"),
+]
 
 
 @pytest.fixture
