@@ -29,6 +29,7 @@ from studio.models import (
     Budget,
     GenerationRequest,
     InputImage,
+    OutputImage,
     Route,
     Status,
     keep_payload,
@@ -445,9 +446,18 @@ def sweep_requests() -> dict:
     stuck = GenerationRequest.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
     for request in stuck:
         settled[request.resolve_stuck()] += 1
+    # A worker that outlived its lease may have kept its payload after the sweep gave the
+    # request up, and died before writing the rows: finish those from their receipts.
+    longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
+    given_up = GenerationRequest.objects.filter(
+        status=Status.FAILED,
+        failure_reason__in=LOST_CALL_REASONS,
+        finished_at__gte=now - timedelta(seconds=2 * longest),
+    ).exclude(outputs__kind=OutputImage.Kind.FINAL)
+    for request in given_up:
+        settled["finished"] += request.finish_from_receipts()
     # A cancelled request's last call is left to finish; if its worker vanished meanwhile,
     # the call can no longer end by itself. Once its task would have been killed, say so.
-    longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
     orphans = Attempt.objects.filter(
         outcome=Attempt.Outcome.CALLING,
         request__status__in=TERMINAL_STATUSES,

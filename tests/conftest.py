@@ -142,11 +142,19 @@ def ledger_checked(db, settings):
 
     from django.core.management import call_command
 
+    import shutil
+    from pathlib import Path
+
     out = StringIO()
     try:
         call_command("ledger_check", "--storage", stdout=out)
     except Exception as error:
         raise AssertionError(f"ledger_check after the test: {out.getvalue()}") from error
+    finally:
+        # The rows go with the test's database; their files go too, so the next test's
+        # storage holds only its own.
+        for folder in ("outputs", "inputs"):
+            shutil.rmtree(Path(settings.MEDIA_ROOT) / folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

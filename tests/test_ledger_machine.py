@@ -384,6 +384,7 @@ class _NoClose:
         pass
 
 
+@pytest.mark.timeout(1200)
 @pytest.mark.django_db
 def test_the_ledger_holds_under_any_schedule_of_faults(designer, sandbox_route, settings_):
     # Thousands of lines of INFO per run would cost more than the schedules themselves.
