@@ -46,6 +46,7 @@ class RouteForm(forms.ModelForm):
             "enabled",
             "timeout_seconds",
             "max_attempts",
+            "timeout_retries",
             "fallback",
             "retention_days",
             "supports_edits",
@@ -133,6 +134,7 @@ class RouteAdmin(admin.ModelAdmin):
                     "readiness",
                     "timeout_seconds",
                     "max_attempts",
+                    "timeout_retries",
                     "fallback",
                     "retention_days",
                 ]
@@ -243,6 +245,11 @@ class AttemptInline(admin.TabularInline):
         "output_image_tokens",
         "cost",
         "cost_basis",
+        "exposure",
+        "billing_note",
+        "usage_shape",
+        "raw_usage",
+        "error_message",
     ]
     readonly_fields = fields
 

@@ -1795,6 +1795,11 @@ def record_kept_call(
         )
         if row.status == Status.CANCELLED:
             row.record_discarded_call()
+            if outputs:
+                note = (
+                    "The call finished and its images were stored before its worker stopped; "
+                    "they are kept with the cancelled request."
+                )
         elif not (finish and receipt["images"]):
             pass
         elif row.status == Status.RUNNING:

@@ -465,7 +465,10 @@ def sweep_requests() -> dict:
     )
     abandoned = 0
     for attempt in orphans.select_related("request"):
-        if attempt.mark_unknown():
+        # Its worker may have kept the payload before it died: then the call is known.
+        if attempt.request.finish_from_receipts():
+            settled["finished"] += 1
+        elif attempt.mark_unknown():
             attempt.request.recount_cost()
             abandoned += 1
     summary = {

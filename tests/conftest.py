@@ -138,12 +138,11 @@ def ledger_checked(db, settings):
     """After an integration test, `manage.py ledger_check --storage` must find nothing: CI
     proves the ledger's promises on every run of a real worker."""
     yield
+    import shutil
     from io import StringIO
+    from pathlib import Path
 
     from django.core.management import call_command
-
-    import shutil
-    from pathlib import Path
 
     out = StringIO()
     try:
