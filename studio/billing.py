@@ -143,6 +143,22 @@ def _possibly(exposure: Decimal | None, note: str) -> Bill:
     return Bill(Billing.POSSIBLY_BILLED, Basis.POSSIBLY_BILLED, None, exposure, note=note)
 
 
+def may_send_again(attempts: list[tuple[str, str]], timeout_retries: int) -> bool:
+    """Whether a request whose attempts so far are these (cost basis, retry reason) may be
+    sent again: only while none of them may have been billed. The one exception is a call
+    that timed out after it was sent (possibly billed), up to the route's `timeout_retries`
+    such calls. The worker's retry policy and `ledger_check` both ask this."""
+    risky = [(basis, reason) for basis, reason in attempts if may_have_billed(basis)]
+    if not risky:
+        return True
+    if any(
+        billing_of(basis) is not Billing.POSSIBLY_BILLED or reason != "timeout"
+        for basis, reason in risky
+    ):
+        return False
+    return len(risky) <= timeout_retries
+
+
 def may_have_billed(basis: str) -> bool:
     """True when an attempt with this cost basis may have cost money (billed or possibly),
     or is still in flight: after such an attempt the request is never sent again

@@ -49,6 +49,8 @@ class GenerationResult:
     usage: UsageReading
     provider_request_id: str
     http_status: int
+    answer: Answer = Answer.COMPLETE  # INCOMPLETE: a stream broke after some images
+    note: str = ""  # what went missing, for the request's ledger note
 
 
 @dataclass(frozen=True)
@@ -184,27 +186,31 @@ def _call(images_api, params: dict, request, on_partial, on_event, *, edit: bool
 def _streamed_result(
     raw, request, on_partial: OnPartial | None, on_event: OnEvent | None
 ) -> GenerationResult:
-    """Read an Image API stream: `*.partial_image` events, then one `*.completed` per image.
+    """Read an Image API stream: `*.partial_image` events, then one `*.completed` per image;
+    other events are skipped.
 
     Anything that breaks the stream after its 200 (an `error` event, a dropped or timed-out
-    connection, an unreadable final image, an end without every image) is an incomplete
-    answer: possibly billed, with the status, request ID and any usage seen kept.
+    connection, an unreadable final image) is an incomplete answer: with no image it is an
+    ImageGenError, possibly billed, with the status, request ID and any usage seen kept;
+    after some images, those are kept and the result says what went missing.
     """
     readings: list[UsageReading] = []
     images: list[GeneratedImage] = []
+    failure: ImageGenError | None = None
     try:
         with raw.parse() as stream:  # closes the connection if reading ends early
             for event in stream:
                 if on_event is not None:
                     on_event()
-                kind = event.type.rsplit(".", 1)[-1]
+                kind = str(getattr(event, "type", "")).rsplit(".", 1)[-1]
+                if kind not in ("partial_image", "completed"):
+                    continue
                 if kind == "completed":
-                    usage = getattr(event, "usage", None)
-                    readings.append(
-                        read_usage(usage.model_dump(exclude_unset=True) if usage else None)
-                    )
+                    readings.append(read_usage(getattr(event, "usage", None)))
                 try:
-                    image = decode_image(event.b64_json, expected=request.output_format)
+                    image = decode_image(
+                        getattr(event, "b64_json", None), expected=request.output_format
+                    )
                 except ImageGenError:
                     if kind == "partial_image":
                         # A broken preview is only a preview: the final image may still be good.
@@ -213,41 +219,66 @@ def _streamed_result(
                     raise
                 if kind == "partial_image":
                     if on_partial is not None:
-                        on_partial(PartialImage(len(images), event.partial_image_index, image))
-                elif kind == "completed":
+                        index = getattr(event, "partial_image_index", 0) or 0
+                        on_partial(PartialImage(len(images), index, image))
+                else:
                     images.append(image)
     except ImageGenError as error:
-        raise error.answered(raw, combine_readings(readings)) from None
+        failure = error
     except (openai.APIError, httpx2.HTTPError) as error:
-        raise _broken_stream(error).answered(raw, combine_readings(readings)) from error
+        failure = _broken_stream(error)
+    except Exception as error:  # an event the SDK could not make sense of
+        failure = ImageGenError("unknown", f"The stream could not be read ({error!r}).")
     usage = combine_readings(readings) or read_usage(None)
-    if len(images) < request.n:
-        raise ImageGenError(
-            "invalid_output",
-            f"The stream ended after {len(images)} of {request.n} images.",
-        ).answered(raw, usage)
-    return GenerationResult(images, usage, raw.headers.get("x-request-id", ""), raw.status_code)
+    if not images:
+        failure = failure or ImageGenError("invalid_output", "The stream ended without an image.")
+        raise failure.answered(raw, usage)
+    return _delivered(raw, request, images, usage, failure)
+
+
+def _delivered(raw, request, images, usage, failure=None) -> GenerationResult:
+    """A 200 that delivered images: all that were asked for, or fewer (then a note says so,
+    and a failure after some images makes the answer incomplete), never more than n."""
+    note, answer = "", Answer.COMPLETE
+    if failure is not None:
+        note = (
+            f"The answer broke after {len(images)} of {request.n} image(s) ({failure.message}); "
+            "the images that arrived are kept."
+        )
+        answer = Answer.INCOMPLETE
+    elif len(images) < request.n:
+        note = f"The provider delivered {len(images)} of the {request.n} images asked for."
+    elif len(images) > request.n:
+        note = f"The provider sent {len(images)} images for {request.n}; the first are kept."
+        images = images[: request.n]
+    return GenerationResult(
+        images, usage, raw.headers.get("x-request-id", ""), raw.status_code, answer, note
+    )
 
 
 def _result(raw, request) -> GenerationResult:
     try:
         response = raw.parse()
+        usage = read_usage(getattr(response, "usage", None))
+        items = getattr(response, "data", None)
+        items = items if isinstance(items, list) else []
     except Exception as error:  # a 200 whose body is not an ImagesResponse
         raise ImageGenError(
             "invalid_output", f"The provider's answer could not be read ({error})."
         ).answered(raw) from error
-    usage = read_usage(response.usage.model_dump(exclude_unset=True) if response.usage else None)
     images = []
     try:
-        for item in response.data or []:
-            images.append(decode_image(item.b64_json, expected=request.output_format))
+        for item in items:
+            images.append(
+                decode_image(getattr(item, "b64_json", None), expected=request.output_format)
+            )
     except ImageGenError as error:
         raise error.answered(raw, usage) from None
     if not images:
         raise ImageGenError("invalid_output", "The provider answered without any image.").answered(
             raw, usage
         )
-    return GenerationResult(images, usage, raw.headers.get("x-request-id", ""), raw.status_code)
+    return _delivered(raw, request, images, usage)
 
 
 @dataclass(frozen=True)
@@ -265,6 +296,8 @@ class AssistantResult:
     provider_request_id: str
     http_status: int
     mainline_model: str = ""  # the model the response says answered
+    answer: Answer = Answer.COMPLETE
+    note: str = ""
 
 
 def responses_params(route, request, previous_response_id: str | None) -> dict:
@@ -304,32 +337,47 @@ def respond(
         response = (
             _read_response_stream(parsed, request, on_partial, on_event) if streaming else parsed
         )
+        usage, mainline_usage = _image_tool_usage(response), _mainline_usage(response)
+        status = str(getattr(response, "status", None) or "unknown")
+        output = getattr(response, "output", None)
+        calls = [
+            item
+            for item in (output if isinstance(output, list) else [])
+            if getattr(item, "type", "") == "image_generation_call"
+        ]
+        images = [
+            decode_image(getattr(item, "result", None), expected=request.output_format)
+            for item in calls
+        ]
+        text = str(getattr(response, "output_text", "") or "")
     except ImageGenError as error:
         raise error.answered(raw) from None
     except (openai.APIError, httpx2.HTTPError) as error:
         raise _broken_stream(error).answered(raw) from error
-    usage, mainline_usage = _image_tool_usage(response), _mainline_usage(response)
-    status = getattr(response, "status", "completed")
-    if status != "completed":
+    except Exception as error:  # a 200 whose body is not a Response
         raise ImageGenError(
-            "provider_5xx" if status == "failed" else "unknown", f"The response ended {status}."
-        ).answered(raw, usage)
-    images = []
-    for item in response.output:
-        if item.type == "image_generation_call":
-            try:
-                images.append(decode_image(item.result, expected=request.output_format))
-            except ImageGenError as error:
-                raise error.answered(raw, usage) from None
+            "invalid_output", f"The provider's answer could not be read ({error!r})."
+        ).answered(raw) from error
+    note, answer = "", Answer.COMPLETE
+    if status != "completed":
+        if not images:
+            raise ImageGenError(
+                "provider_5xx" if status == "failed" else "unknown",
+                f"The response ended {status}, without an image.",
+            ).answered(raw, usage)
+        note = f"The response ended {status}; the image it had made is kept."
+        answer = Answer.INCOMPLETE
     return AssistantResult(
-        text=response.output_text,
+        text=text,
         images=images,
-        response_id=response.id,
+        response_id=str(getattr(response, "id", "") or ""),
         usage=usage,
         mainline_usage=mainline_usage,
         provider_request_id=raw.headers.get("x-request-id", ""),
         http_status=raw.status_code,
         mainline_model=str(getattr(response, "model", "") or ""),
+        answer=answer,
+        note=note,
     )
 
 
@@ -365,15 +413,12 @@ def _read_response_stream(
 
 def _mainline_usage(response) -> UsageReading:
     """The mainline model's own tokens, in whatever shape the provider reported them."""
-    usage = getattr(response, "usage", None)
-    return read_usage(
-        usage.model_dump(exclude_unset=True) if usage is not None else None, outputs="text"
-    )
+    return read_usage(getattr(response, "usage", None), outputs="text")
 
 
 def _image_tool_usage(response) -> UsageReading:
     """The image tool's tokens (`tool_usage.image_gen`), when the provider reports them."""
-    extra = response.model_dump().get("tool_usage") or {}
+    extra = response.model_dump().get("tool_usage") if hasattr(response, "model_dump") else None
     image_gen = extra.get("image_gen") if isinstance(extra, dict) else None
     return read_usage(image_gen)
 
@@ -439,6 +484,17 @@ def classify(error: openai.APIError) -> ImageGenError:
     request_id = error.response.headers.get("x-request-id", "") if error.response else ""
     retry_after = _retry_after_seconds(error.response.headers.get("retry-after"))
 
+    if status in GATEWAY_TIMEOUT_STATUSES:
+        # A gateway that gave up waiting: the provider behind it may still finish and bill.
+        return ImageGenError(
+            "timeout",
+            f"The provider's gateway gave up waiting (HTTP {status}): {message}",
+            status,
+            code,
+            request_id,
+            retry_after,
+            answer=Answer.NO_ANSWER,
+        )
     if status == 429:
         reason = "rate_limit"
     elif status >= 500:
@@ -456,6 +512,10 @@ def classify(error: openai.APIError) -> ImageGenError:
     )
 
 
+# 408 Request Timeout, 499 client closed (nginx), 504 Gateway Timeout, 524 (Cloudflare's
+# origin timeout): the answer of a proxy that stopped waiting, not of the image model.
+GATEWAY_TIMEOUT_STATUSES = {408, 499, 504, 524}
+
 STREAM_ERROR_REASONS = {
     "server_error": "provider_5xx",
     "rate_limit_exceeded": "rate_limit",
@@ -469,9 +529,9 @@ def _broken_stream(error: Exception) -> ImageGenError:
     """A stream that broke after its 200: an `error` event (classified by its code/type), or
     a connection that dropped or timed out while reading. The caller adds the 200's status,
     request ID and any usage seen."""
-    if isinstance(error, httpx2.TimeoutException):
+    if isinstance(error, httpx2.TimeoutException | openai.APITimeoutError):
         return ImageGenError("timeout", "The stream stopped sending within the route's timeout.")
-    if isinstance(error, httpx2.HTTPError):
+    if isinstance(error, httpx2.HTTPError | openai.APIConnectionError):
         return ImageGenError("connection", f"The stream's connection broke: {error}.")
     body = error.body if isinstance(error.body, dict) else {}
     code = str(getattr(error, "code", None) or body.get("code") or "")

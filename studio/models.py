@@ -960,15 +960,17 @@ class GenerationRequest(models.Model):
         else None and the most that may have been spent (known costs plus exposures; None
         when an unknown cost has no exposure either, e.g. an unpriced route)."""
         rows = list(self.attempts.values_list("cost", "exposure", "outcome"))
-        if all(cost is not None for cost, _, outcome in rows if outcome != "calling"):
-            return sum((cost for cost, _, _ in rows if cost is not None), Decimal(0)), None
+        if all(cost is not None for cost, _, _ in rows):
+            return sum((cost for cost, _, _ in rows), Decimal(0)), None
         total = Decimal(0)
         for cost, exposure, outcome in rows:
+            if outcome == Attempt.Outcome.CALLING:
+                exposure = self.exposure_base  # still out: it may cost up to the estimate
             if cost is not None:
                 total += cost
             elif exposure is not None:
                 total += exposure
-            elif outcome != "calling":
+            else:
                 return None, None
         return None, total
 
@@ -1369,6 +1371,20 @@ class Attempt(models.Model):
             request_shape=request.request_shape(),
         )
 
+    @classmethod
+    def begin_call(
+        cls, request: GenerationRequest, route: Route, routed_because: str = ""
+    ) -> Attempt | None:
+        """The attempt of a call about to be sent, only while the request is still running
+        (a cancel or a sweep since the claim wins): None means send nothing."""
+        with transaction.atomic():
+            running = (
+                GenerationRequest.objects.select_for_update()
+                .filter(pk=request.pk, status=Status.RUNNING)
+                .exists()
+            )
+            return cls.begin(request, route, routed_because) if running else None
+
     def _close(self, started_monotonic: float, ended_monotonic: float) -> None:
         self.finished_at = timezone.now()
         self.latency_ms = max(0, round((ended_monotonic - started_monotonic) * 1000))
@@ -1382,15 +1398,17 @@ class Attempt(models.Model):
         started: float,
         ended: float,
         images: int = 1,
+        answer: billing.Answer = billing.Answer.COMPLETE,
     ) -> None:
-        """A 200 whose images were all read. Billed when its usage (or the route's flat
-        price) is known; possibly billed when the usage is missing, zero or unreadable."""
+        """A 200 that delivered images (`answer` INCOMPLETE when it broke after some). Billed
+        when its usage (or the route's flat price) is known; possibly billed when the usage
+        is missing, zero or unreadable."""
         self._close(started, ended)
         self.outcome = self.Outcome.SUCCEEDED
         self.retry_reason = ""
         self.provider_request_id = provider_request_id
         self.http_status = http_status
-        self.settle(billing.Answer.COMPLETE, _reading(usage), images=images)
+        self.settle(answer, _reading(usage), images=images)
         self.save()
 
     def record_failure(
@@ -1456,7 +1474,12 @@ class Attempt(models.Model):
         self.mainline_input_tokens = mainline.input_tokens if mainline else 0
         self.mainline_output_tokens = mainline.output_tokens if mainline else 0
         self.image_tool_cost = self.cost if self.cost_basis == self.CostBasis.TOKENS else None
-        sheet = PriceSheet.objects.in_force(model, self.started_at) if model else None
+        model = model or self.route.assistant_model
+        # A response names a dated snapshot ("gpt-5.4-2026-03-05"); a sheet for the route's
+        # model ("gpt-5.4") prices it when there is none for the snapshot.
+        sheet = PriceSheet.objects.in_force(model, self.started_at) or PriceSheet.objects.in_force(
+            self.route.assistant_model, self.started_at
+        )
         self.mainline_cost = (
             pricing.cost_of_usage(mainline, sheet) if mainline and sheet is not None else None
         )
@@ -1467,11 +1490,10 @@ class Attempt(models.Model):
             self.exposure = (self.image_tool_cost or Decimal(0)) + (
                 self.request.exposure_base or Decimal(0)
             )
-            self.billing_note = (
-                f"No price sheet for {model or 'the mainline model'}: its tokens are unpriced."
-                if self.mainline_cost is None
-                else self.billing_note
-            )
+            if sheet is None:
+                self.billing_note = f"No price sheet for {model}: its tokens are unpriced."
+            elif mainline is None:
+                self.billing_note = f"{model} reported no usable usage: its tokens are unpriced."
         self.save(
             update_fields=[
                 "mainline_model",
@@ -1688,12 +1710,38 @@ class KeptImage:
     format: str
 
 
+def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -> dict:
+    """What a worker knows of a call the provider answered: status, request ID, latency, the
+    usage as read (studio.pricing.reading_to_json), what went missing, the files kept and,
+    for an assistant turn, its reply. The same dict is kept in storage (keep_payload) and
+    handed to record_kept_call."""
+    receipt = {
+        "request_id": str(request.id),
+        "provider_request_id": result.provider_request_id,
+        "http_status": result.http_status,
+        "latency_ms": latency_ms,
+        "answer": str(result.answer),
+        "note": result.note,
+        "usage": pricing.reading_to_json(result.usage),
+        "image_count": len(result.images),
+        "images": [kept_image.__dict__ for kept_image in kept],
+    }
+    if request.is_assistant_turn:
+        receipt["assistant"] = {
+            "text": result.text,
+            "response_id": result.response_id,
+            "mainline_model": result.mainline_model,
+            "mainline_usage": pricing.reading_to_json(result.mainline_usage),
+        }
+    return receipt
+
+
 def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_ms: int) -> dict:
-    """Save a paid call's images and a receipt (usage, provider request ID, the files) to
-    storage before any database row is written, so a worker that dies, or loses its
-    database, after a billed call leaves what the sweep needs to finish the request from
-    what was received instead of calling again. Storage is tried a few times; the last
-    error is raised."""
+    """Save a paid call's images and its receipt to storage before any database row is
+    written (or read), so a worker that dies, or loses its database, after a billed call
+    leaves what the sweep needs to finish the request from what was received instead of
+    calling again. Storage is tried a few times; on failure nothing is left behind (no file
+    without its row) and the last error is raised."""
     kept: list[KeptImage] = []
     try:
         for index, image in enumerate(result.images):
@@ -1703,33 +1751,13 @@ def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_m
                     name, image.sha256, len(image.data), image.width, image.height, image.format
                 )
             )
+        receipt = call_receipt(request, result, latency_ms, kept)
+        _save_with_retries(
+            receipt_name(request.id, attempt.number), json.dumps(receipt).encode(), replace=True
+        )
     except Exception:
-        # No file without its row: what was saved before storage gave up goes too.
-        for kept_image in kept:
-            try:
-                default_storage.delete(kept_image.name)
-            except Exception:
-                log.exception("could not remove %s after a storage failure", kept_image.name)
+        _delete_kept(kept)  # no file without its row
         raise
-    receipt = {
-        "request_id": str(request.id),
-        "attempt": attempt.number,
-        "provider_request_id": result.provider_request_id,
-        "http_status": result.http_status,
-        "latency_ms": latency_ms,
-        "usage": result.usage.raw,
-        "images": [kept_image.__dict__ for kept_image in kept],
-    }
-    if request.is_assistant_turn:
-        receipt["assistant"] = {
-            "text": result.text,
-            "response_id": result.response_id,
-            "mainline_model": result.mainline_model,
-            "mainline_usage": result.mainline_usage.raw,
-        }
-    _save_with_retries(
-        receipt_name(request.id, attempt.number), json.dumps(receipt).encode(), replace=True
-    )
     receipt["images"] = kept
     return receipt
 
@@ -1758,18 +1786,19 @@ def record_kept_call(
         if attempt.outcome != Attempt.Outcome.SUCCEEDED:
             latency = receipt.get("latency_ms") or 0
             attempt.record_success(
-                usage=pricing.read_usage(receipt.get("usage")),
+                usage=pricing.reading_from_json(receipt.get("usage")),
                 provider_request_id=receipt.get("provider_request_id") or "",
                 http_status=receipt.get("http_status") or 200,
                 started=0.0,
                 ended=latency / 1000,
-                images=receipt.get("image_count") or len(receipt["images"]),
+                images=receipt.get("image_count", len(receipt["images"])),
+                answer=billing.Answer(receipt.get("answer") or billing.Answer.COMPLETE),
             )
             assistant = receipt.get("assistant")
             if assistant is not None:
                 attempt.record_mainline(
-                    assistant.get("mainline_model") or request.route.assistant_model,
-                    pricing.read_usage(assistant.get("mainline_usage"), outputs="text"),
+                    assistant.get("mainline_model") or "",
+                    pricing.reading_from_json(assistant.get("mainline_usage")),
                 )
         assistant = receipt.get("assistant")
         if assistant is not None and row.status != Status.CANCELLED:
@@ -1777,6 +1806,11 @@ def record_kept_call(
         recorded = set(
             row.outputs.filter(kind=OutputImage.Kind.FINAL).values_list("index", flat=True)
         )
+        if row.status == Status.CANCELLED:
+            # The designer cancelled: the paid result is discarded, its files with it (the
+            # receipt stays as the call's record), so none is left without a row.
+            recorded = set(range(len(receipt["images"])))
+            _delete_kept(receipt["images"])
         outputs = []
         for index, kept in enumerate(receipt["images"]):
             if index in recorded:
@@ -1795,12 +1829,7 @@ def record_kept_call(
         )
         if row.status == Status.CANCELLED:
             row.record_discarded_call()
-            if outputs:
-                note = (
-                    "The call finished and its images were stored before its worker stopped; "
-                    "they are kept with the cancelled request."
-                )
-        elif not (finish and receipt["images"]):
+        elif not finish:
             pass
         elif row.status == Status.RUNNING:
             row._finish(Status.SUCCEEDED)
@@ -1811,8 +1840,9 @@ def record_kept_call(
                 f"The sweep gave this request up at {given_up} while its call was still "
                 "running; the call then finished, and its images were kept."
             )
-        if note:
-            row.add_ledger_note(note)
+        for line in (receipt.get("note"), note):
+            if line:
+                row.add_ledger_note(line)
     request.refresh_from_db()
     return outputs
 
@@ -1832,6 +1862,14 @@ def read_receipt(request_id, attempt_number: int) -> dict | None:
             "request %s: the receipt of attempt %s is unreadable", request_id, attempt_number
         )
         return None
+
+
+def _delete_kept(kept: Sequence[KeptImage]) -> None:
+    for kept_image in kept:
+        try:
+            default_storage.delete(kept_image.name)
+        except Exception:
+            log.exception("could not delete the discarded image %s", kept_image.name)
 
 
 def _save_with_retries(name: str, data: bytes, replace: bool = False) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 # Output-token factor per quality. "auto" lets the API choose, so estimates take the upper
@@ -134,14 +134,31 @@ USAGE_SHAPES = {
 }
 
 
+# No image call comes near this many tokens in one field (a 4K image at high quality is
+# about 8,000): a larger count is a provider's mistake, never a bill to record.
+MAX_TOKEN_COUNT = 10_000_000
+
+
 def _count(value) -> int:
-    """A token count from a JSON value; anything that is not a whole number >= 0 is refused."""
+    """A token count from a JSON value; anything that is not a whole number from 0 to
+    MAX_TOKEN_COUNT is refused."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a token count: {value!r}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or value < 0:
+    if not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
         raise ValueError(f"not a token count: {value!r}")
+    return value
+
+
+def _json_safe(value):
+    """The provider's JSON as the database can keep it: NaN and infinities become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
     return value
 
 
@@ -178,9 +195,36 @@ def read_usage(raw: object, *, outputs: str = "image") -> UsageReading:
     nothing and is never recorded as $0 (see studio.billing). `outputs` says what output
     tokens without a breakdown are: "image" for an image call, "text" for a mainline model.
     """
+    if raw is not None and hasattr(raw, "model_dump"):
+        raw = raw.model_dump(exclude_unset=True)  # an SDK object: the keys the provider sent
     reading = _read_usage(raw, outputs)
-    kept = raw if isinstance(raw, dict | list | str | int | float) else None
+    kept = _json_safe(raw) if isinstance(raw, dict | list | str | int | float) else None
     return UsageReading(reading.usage, reading.shape, reading.problem, kept)
+
+
+def reading_to_json(reading: UsageReading | None) -> dict | None:
+    """A reading as a receipt keeps it: the counts as read, the shape, the problem, the raw."""
+    if reading is None:
+        return None
+    return {
+        "usage": None if reading.usage is None else asdict(reading.usage),
+        "shape": reading.shape,
+        "problem": reading.problem,
+        "raw": reading.raw,
+    }
+
+
+def reading_from_json(data: dict | None) -> UsageReading | None:
+    """The reading a receipt kept (reading_to_json), exactly as the worker read it."""
+    if not isinstance(data, dict):
+        return None
+    usage = data.get("usage")
+    return UsageReading(
+        Usage(**usage) if isinstance(usage, dict) else None,
+        str(data.get("shape") or "unknown"),
+        str(data.get("problem") or ""),
+        data.get("raw"),
+    )
 
 
 def _read_usage(raw: object, outputs: str) -> UsageReading:

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from studio import drift, imagegen
-from studio.billing import Answer, Billing, may_have_billed
+from studio.billing import Answer, Billing, may_have_billed, may_send_again
 from studio.models import (
     LOST_CALL_REASONS,
     TERMINAL_STATUSES,
@@ -32,6 +32,7 @@ from studio.models import (
     OutputImage,
     Route,
     Status,
+    call_receipt,
     keep_payload,
     record_kept_call,
     store_partial,
@@ -91,7 +92,10 @@ def run_generation(request_id: str) -> None:
     if not route.can_serve(request):
         request.fail("route_unavailable", f"Route {route.name} cannot serve this request.")
         return
-    attempt = Attempt.begin(request, route, routed_because)
+    attempt = Attempt.begin_call(request, route, routed_because)
+    if attempt is None:
+        log.info("request %s ended before its call was sent; nothing sent", request_id)
+        return
     started = time.monotonic()
     on_partial = _partial_storer(request, attempt)
     on_event = _lease_keeper(request, route)
@@ -127,19 +131,11 @@ def run_generation(request_id: str) -> None:
 
 def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, started, ended):
     """Record a call the provider answered with images: it is paid for, so it is never made
-    again. Its payload goes to storage first (images and a receipt), then the rows, each
-    write surviving a dropped database connection; a worker lost in between leaves the
-    receipt for the sweep to finish from."""
+    again. Its payload goes to storage first (images and a receipt), before the database is
+    even read, then the rows, each write surviving a dropped database connection; a worker
+    lost in between leaves the receipt for the sweep to finish from. A request cancelled or
+    given up meanwhile is settled by record_kept_call."""
     latency_ms = max(0, round((ended - started) * 1000))
-    if not request.is_still_running() and not _given_up_by_sweep(request):
-        # Cancelled during the call: the result is discarded, its cost kept.
-        _with_fresh_connection_on_failure(
-            lambda: record_kept_call(request, attempt, _receipt_of(request, result, latency_ms))
-        )
-        log.info(
-            "request %s was cancelled during the call; result discarded, cost kept", request.id
-        )
-        return
     try:
         receipt = keep_payload(request, attempt, result, latency_ms)
     except Exception as error:
@@ -148,7 +144,7 @@ def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, start
             partial(_end_unstored, request, attempt, result, latency_ms, error)
         )
         return
-    ratios = _measure_drift(request, result.images) if request.has_mask else ()
+    ratios = _measure_drift(request, result.images) if _has_mask(request) else ()
     stored = _with_fresh_connection_on_failure(
         lambda: record_kept_call(request, attempt, receipt, drift=ratios)
     )
@@ -171,28 +167,16 @@ def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, start
 
 
 def _given_up_by_sweep(request: GenerationRequest) -> bool:
+    """Whether the sweep ended this request as lost while its call was still out."""
     request.refresh_from_db(fields=["status", "failure_reason"])
     return request.status == Status.FAILED and request.failure_reason in LOST_CALL_REASONS
 
 
-def _receipt_of(request: GenerationRequest, result, latency_ms: int) -> dict:
-    """A receipt for a result whose images are not kept (cancelled, or storage down)."""
-    receipt = {
-        "provider_request_id": result.provider_request_id,
-        "http_status": result.http_status,
-        "latency_ms": latency_ms,
-        "usage": result.usage.raw,
-        "images": [],
-        "image_count": len(result.images),
-    }
-    if request.is_assistant_turn:
-        receipt["assistant"] = {
-            "text": result.text,
-            "response_id": result.response_id,
-            "mainline_model": result.mainline_model,
-            "mainline_usage": result.mainline_usage.raw,
-        }
-    return receipt
+def _has_mask(request: GenerationRequest) -> bool:
+    try:
+        return request.has_mask
+    except (OperationalError, InterfaceError):
+        return False  # the drift stays unknown; the images matter more
 
 
 def _end_unstored(request, attempt, result, latency_ms: int, error: Exception) -> None:
@@ -201,7 +185,7 @@ def _end_unstored(request, attempt, result, latency_ms: int, error: Exception) -
     The designer reads what happened; the storage error itself is for admins, on the
     attempt."""
     with transaction.atomic():
-        record_kept_call(request, attempt, _receipt_of(request, result, latency_ms), finish=False)
+        record_kept_call(request, attempt, call_receipt(request, result, latency_ms), finish=False)
         Attempt.objects.filter(pk=attempt.pk).update(
             error_message=f"Storage refused the images: {error!r}"
         )
@@ -320,7 +304,21 @@ def _settle_failure(
             answer=error.answer,
             usage=error.usage,
         )
-        if error.is_policy:
+        if not request.is_still_running():
+            # Cancelled, or given up by the sweep, while the call ran: what the call
+            # really did replaces the guess, and the request's cost follows its attempts.
+            outcome = "recorded on a request that had already ended"
+            if _given_up_by_sweep(request):
+                message = failure_message(request, attempt, error)
+                request._finish(
+                    Status.FAILED,
+                    error.reason,
+                    f"{message} The answer came after the sweep had given the request up.",
+                    from_status=Status.FAILED,
+                )
+            else:
+                request.recount_cost()
+        elif error.is_policy:
             request.refuse(error.message)
             outcome = "refused"
         elif (plan := plan_retry(request, attempt, error)) is not None:
@@ -381,11 +379,10 @@ def plan_retry(
     attempts = list(request.attempts.all())
     if len(attempts) >= settings.MAX_ATTEMPTS_PER_REQUEST:
         return None
-    risky = [a for a in attempts if may_have_billed(a.cost_basis)]
-    if risky:
-        timeouts = [a for a in risky if a.retry_reason == Attempt.RetryReason.TIMEOUT]
-        if len(timeouts) != len(risky) or len(timeouts) > attempt.route.timeout_retries:
-            return None
+    history = [(a.cost_basis, a.retry_reason) for a in attempts]
+    if not may_send_again(history, attempt.route.timeout_retries):
+        return None
+    if any(may_have_billed(basis) for basis, _ in history):
         _, exposure = request.cost_and_exposure()
         committed = None if exposure is None else exposure + (request.estimated_cost or 0)
         if committed is None or not Budget.fits(request.created_by, request, committed):
@@ -442,10 +439,26 @@ def sweep_requests() -> dict:
     for request in forgotten.only("id"):
         request.enqueue()
         requeued += 1
-    settled = {"failed": 0, "finished": 0, "requeued": 0, "not stuck": 0}
+    settled = {
+        "failed": 0,
+        "finished": 0,
+        "requeued": 0,
+        "not stuck": 0,
+        "errors": 0,
+        "abandoned": 0,
+    }
+
+    def settle(request: GenerationRequest, work) -> None:
+        # One row the sweep cannot settle (a broken receipt, say) must not hold the others.
+        try:
+            settled[work()] += 1
+        except Exception:
+            log.exception("sweep: request %s could not be settled; trying again later", request.pk)
+            settled["errors"] += 1
+
     stuck = GenerationRequest.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
     for request in stuck:
-        settled[request.resolve_stuck()] += 1
+        settle(request, request.resolve_stuck)
     # A worker that outlived its lease may have kept its payload after the sweep gave the
     # request up, and died before writing the rows: finish those from their receipts.
     longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
@@ -455,7 +468,7 @@ def sweep_requests() -> dict:
         finished_at__gte=now - timedelta(seconds=2 * longest),
     ).exclude(outputs__kind=OutputImage.Kind.FINAL)
     for request in given_up:
-        settled["finished"] += request.finish_from_receipts()
+        settle(request, lambda r=request: "finished" if r.finish_from_receipts() else "not stuck")
     # A cancelled request's last call is left to finish; if its worker vanished meanwhile,
     # the call can no longer end by itself. Once its task would have been killed, say so.
     orphans = Attempt.objects.filter(
@@ -463,20 +476,29 @@ def sweep_requests() -> dict:
         request__status__in=TERMINAL_STATUSES,
         started_at__lt=now - timedelta(seconds=longest),
     )
-    abandoned = 0
     for attempt in orphans.select_related("request"):
-        # Its worker may have kept the payload before it died: then the call is known.
-        if attempt.request.finish_from_receipts():
-            settled["finished"] += 1
-        elif attempt.mark_unknown():
-            attempt.request.recount_cost()
-            abandoned += 1
+
+        def abandon(attempt=attempt) -> str:
+            # Its worker may have kept the payload before it died: then the call is known.
+            if attempt.request.finish_from_receipts():
+                return "finished"
+            if attempt.mark_unknown():
+                attempt.request.recount_cost()
+                return "abandoned"
+            return "not stuck"
+
+        settle(attempt.request, abandon)
+    abandoned = settled.pop("abandoned", 0)
     summary = {
         "sent_again": requeued,
         **{f"stuck_{k}": v for k, v in settled.items()},
         "abandoned_calls": abandoned,
     }
-    if requeued or settled["failed"] or settled["finished"] or settled["requeued"] or abandoned:
+    if (
+        requeued
+        or abandoned
+        or any(settled[k] for k in ("failed", "finished", "requeued", "errors"))
+    ):
         log.warning("sweep: %s", summary)
     return summary
 

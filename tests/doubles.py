@@ -21,7 +21,7 @@ from PIL import Image
 @dataclass
 class Reply:
     status: int = 200
-    body: dict | None = None
+    body: dict | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     events: list[dict] | None = None  # a server-sent event stream instead of a JSON body
 
@@ -88,7 +88,10 @@ class ScriptedProvider:
                         self.wfile.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
                         self.wfile.flush()
                     return
-                payload = json.dumps(reply.body or {}).encode()
+                if isinstance(reply.body, str):  # a body sent as it is, JSON or not
+                    payload = reply.body.encode()
+                else:
+                    payload = json.dumps(reply.body if reply.body is not None else {}).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -724,3 +724,238 @@ def test_the_audit_shows_possibly_billed_spend_and_conversation_money(
     [unknown_row] = [row for row in rows if row["request_id"] == str(unknown.id)]
     assert unknown_row["billing"] == "possibly_billed"
     assert Decimal(unknown_row["exposure_usd"]) == unknown.estimated_cost
+
+
+# --- Found by attacking the ledger -----------------------------------------------------------
+
+
+def completed_event(usage=None, b64=None):
+    return {
+        "type": "image_generation.completed",
+        "b64_json": b64 or png_b64(),
+        "created_at": 1,
+        "size": "1024x1024",
+        "quality": "low",
+        "background": "opaque",
+        "output_format": "png",
+        "usage": usage
+        or {
+            "input_tokens": 10,
+            "output_tokens": 196,
+            "total_tokens": 206,
+            "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+        },
+    }
+
+
+def streamed(provider_events, designer, **extra):
+    with ScriptedProvider(stream_reply(*provider_events)) as provider:
+        route = scripted_route(provider, supports_streaming=True)
+        generation = run_until_done(submit(designer, route, partial_images=1, **extra))
+        return generation, len(provider.received)
+
+
+def test_a_stream_of_several_images_is_billed_from_their_usages(designer, price_sheet, gateway_key):
+    generation, calls = streamed([completed_event(), completed_event()], designer, n=2)
+    assert generation.status == Status.SUCCEEDED and calls == 1
+    [attempt] = generation.attempts.all()
+    assert attempt.cost_basis == Basis.TOKENS and attempt.output_image_tokens == 392
+    assert generation.cost == attempt.cost
+    ledger_holds()
+
+
+def test_events_a_stream_does_not_know_are_skipped(designer, price_sheet, gateway_key):
+    generation, _ = streamed([{"type": "keepalive"}, completed_event()], designer)
+    assert generation.status == Status.SUCCEEDED
+    assert generation.outputs.filter(kind=OutputImage.Kind.FINAL).count() == 1
+
+
+def test_an_error_after_a_completed_image_keeps_the_paid_image(designer, price_sheet, gateway_key):
+    error = {
+        "type": "error",
+        "error": {"type": "server_error", "code": "server_error", "message": "boom"},
+    }
+    generation, calls = streamed([completed_event(), error], designer, n=2)
+    assert calls == 1 and generation.status == Status.SUCCEEDED
+    assert generation.outputs.filter(kind=OutputImage.Kind.FINAL).count() == 1
+    assert "broke after 1 of 2" in generation.ledger_note
+    [attempt] = generation.attempts.all()
+    assert attempt.cost_basis == Basis.TOKENS  # the usage it reported is what it billed
+    ledger_holds()
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"input_tokens": 10, "output_tokens": 3_000_000_000}, {"input_tokens": float("nan")}, "lots"],
+)
+def test_odd_usage_keeps_the_image_status_and_request_id(designer, price_sheet, gateway_key, usage):
+    body = {"created": 1, "data": [{"b64_json": png_b64()}], "usage": usage}
+    with ScriptedProvider(Reply(200, body)) as provider:
+        generation = run_until_done(submit(designer, scripted_route(provider)))
+    assert generation.status == Status.SUCCEEDED
+    assert generation.outputs.filter(kind=OutputImage.Kind.FINAL).count() == 1
+    [attempt] = generation.attempts.all()
+    assert (attempt.http_status, attempt.cost_basis) == (200, Basis.POSSIBLY_BILLED)
+    assert attempt.provider_request_id.startswith("req_double_")
+    assert attempt.usage_shape == "unknown" and attempt.billing_note
+    ledger_holds()
+
+
+@pytest.mark.parametrize("body", ["null", "[]", "<html>gateway</html>"])
+def test_a_200_that_is_not_an_images_response_ends_named(designer, price_sheet, gateway_key, body):
+    with ScriptedProvider(Reply(200, body)) as provider:
+        generation = run_until_done(submit(designer, scripted_route(provider)))
+    assert (generation.status, generation.failure_reason) == (Status.FAILED, "invalid_output")
+    [attempt] = generation.attempts.all()
+    assert (attempt.http_status, attempt.cost_basis) == (200, Basis.POSSIBLY_BILLED)
+    assert "Unexpected error" not in generation.failure_message
+
+
+@pytest.mark.parametrize("status", [504, 524, 408])
+def test_a_gateway_timeout_is_possibly_billed_and_not_sent_again(
+    designer, price_sheet, gateway_key, status
+):
+    with ScriptedProvider(
+        Reply(status, {"error": {"message": "upstream timed out"}}), image_reply()
+    ) as provider:
+        generation = run_until_done(submit(designer, scripted_route(provider)))
+        calls = len(provider.received)
+    assert calls == 1
+    [attempt] = generation.attempts.all()
+    assert (attempt.retry_reason, attempt.http_status) == ("timeout", status)
+    assert attempt.cost_basis == Basis.POSSIBLY_BILLED
+
+
+def test_a_cancel_between_claim_and_call_sends_nothing(
+    designer, price_sheet, gateway_key, monkeypatch
+):
+    real_problem = models.Route.configuration_problem
+
+    def cancel_first(route):
+        for generation in GenerationRequest.objects.filter(status=Status.RUNNING):
+            generation.cancel(designer)
+        return real_problem(route)
+
+    monkeypatch.setattr(models.Route, "configuration_problem", cancel_first)
+    with ScriptedProvider(image_reply()) as provider:
+        generation = submit(designer, scripted_route(provider))
+        run_generation(str(generation.id))
+        calls = len(provider.received)
+    generation.refresh_from_db()
+    assert calls == 0 and generation.status == Status.CANCELLED
+    assert not generation.attempts.exists()
+
+
+def test_a_cancel_during_a_call_that_then_fails_keeps_request_and_attempts_in_step(
+    designer, price_sheet, gateway_key, monkeypatch
+):
+    real = tasks.imagegen.generate
+
+    def cancel_then_call(route, request, **kwargs):
+        GenerationRequest.objects.get(pk=request.pk).cancel(designer)
+        mid = GenerationRequest.objects.get(pk=request.pk)
+        # While the call is out, the request counts up to its estimate, never $0.
+        assert mid.cost is None and mid.exposure == mid.estimated_cost
+        return real(route, request, **kwargs)
+
+    monkeypatch.setattr(tasks.imagegen, "generate", cancel_then_call)
+    bad_with_usage = {
+        "created": 1,
+        "data": [{"b64_json": "string"}],
+        "usage": {"input_tokens": 10, "output_tokens": 196},
+    }
+    with ScriptedProvider(Reply(200, bad_with_usage)) as provider:
+        generation = submit(designer, scripted_route(provider))
+        run_generation(str(generation.id))
+    generation.refresh_from_db()
+    [attempt] = generation.attempts.all()
+    assert generation.status == Status.CANCELLED
+    assert attempt.cost > 0 and generation.cost == attempt.cost
+    ledger_holds()
+
+
+def test_a_failure_after_the_sweep_gave_up_replaces_the_guess(
+    designer, price_sheet, gateway_key, monkeypatch
+):
+    real = tasks.imagegen.generate
+
+    def swept_then_call(route, request, **kwargs):
+        expire_lease(request)
+        sweep_requests()
+        return real(route, request, **kwargs)
+
+    monkeypatch.setattr(tasks.imagegen, "generate", swept_then_call)
+    with ScriptedProvider(Reply(500, {"error": {"message": "down"}})) as provider:
+        generation = submit(designer, scripted_route(provider))
+        run_generation(str(generation.id))
+    generation.refresh_from_db()
+    [attempt] = generation.attempts.all()
+    assert attempt.cost_basis == Basis.NOT_BILLED
+    assert (generation.status, generation.failure_reason) == (Status.FAILED, "provider_5xx")
+    assert generation.cost == 0 and generation.exposure is None
+    assert "after the sweep had given the request up" in generation.failure_message
+    ledger_holds()
+
+
+def test_a_receipt_storage_refuses_leaves_no_image_behind(live_sandbox, designer, monkeypatch):
+    real_save = default_storage.save
+
+    def refuse_receipts(name, *args, **kwargs):
+        if "receipt" in name:
+            raise OSError("storage is full")
+        return real_save(name, *args, **kwargs)
+
+    monkeypatch.setattr(default_storage, "save", refuse_receipts)
+    monkeypatch.setattr(models.time, "sleep", lambda seconds: None)
+    generation = run_until_done(submit(designer, live_sandbox))
+    assert generation.failure_reason == "storage_failed"
+    monkeypatch.undo()
+    ledger_holds()
+
+
+def test_the_sweep_settles_the_others_when_one_row_cannot_be_settled(
+    live_sandbox, designer, monkeypatch
+):
+    broken, fine = submit(designer, live_sandbox), submit(designer, live_sandbox)
+    for generation in (broken, fine):
+        generation.claim()
+        expire_lease(generation)
+    real = GenerationRequest.resolve_stuck
+
+    def resolve(self):
+        if self.pk == broken.pk:
+            raise ValueError("a broken receipt")
+        return real(self)
+
+    monkeypatch.setattr(GenerationRequest, "resolve_stuck", resolve)
+    summary = sweep_requests()
+    assert summary["stuck_errors"] == 1 and summary["stuck_requeued"] == 1
+    fine.refresh_from_db()
+    assert fine.status == Status.QUEUED
+
+
+def test_a_dated_mainline_snapshot_is_priced_by_the_routes_model_sheet(
+    designer, price_sheet, gateway_key
+):
+    models.PriceSheet.objects.create(
+        model="gpt-5.4",
+        effective_from=price_sheet.effective_from,
+        text_input=Decimal("2.50"),
+        cached_text_input=Decimal("0.25"),
+        image_input=Decimal("0"),
+        cached_image_input=Decimal("0"),
+        image_output=Decimal("0"),
+        text_output=Decimal("15.00"),
+    )
+    body = responses_body(
+        {"input_tokens": 40, "output_tokens": 12}, {"image_gen": GATEWAY_CHAT_USAGE}
+    )
+    with ScriptedProvider(Reply(200, body)) as provider:
+        route = scripted_route(provider, supports_assistant=True, assistant_model="gpt-5.4")
+        conversation = models.Conversation.objects.create(
+            owner=designer, title="t", route=route, settings=TURN_SETTINGS
+        )
+        turn = run_until_done(conversation.add_turn(designer, "a poster"))
+    [attempt] = turn.attempts.all()
+    assert attempt.mainline_model == "gpt-5.4-2026-03-05"
+    assert attempt.mainline_cost is not None and attempt.cost is not None

@@ -49,7 +49,7 @@ from studio import imagegen, models, tasks
 from studio.billing import Answer
 from studio.management.commands import ledger_check
 from studio.models import TERMINAL_STATUSES, Attempt, GenerationRequest, Status
-from studio.pricing import read_usage
+from studio.pricing import combine_readings, read_usage
 
 SCHEDULES = int(os.environ.get("LEDGER_SCHEDULES", "500"))
 EXERCISED: Counter = Counter()
@@ -83,6 +83,7 @@ ANSWERS = {
     "refused": False,
     "not_sent": False,
     "sweep_mid_call": True,
+    "broke_after_first_image": True,
     "cancel_mid_call": True,
 }
 # Where the worker fails during one delivery.
@@ -173,7 +174,13 @@ class Provider:
         usage = {"ok": USAGE, "ok_zero_usage": {"input_tokens": 0, "output_tokens": 0}}.get(
             answer, USAGE if answer != "ok_no_usage" else None
         )
-        result = imagegen.GenerationResult([IMAGE] * request.n, read_usage(usage), "req_ok", 200)
+        # Several images arrive as a stream does: one usage per completed image, combined.
+        usage = combine_readings([read_usage(usage) for _ in range(request.n)])
+        images, answer_kind, note = [IMAGE] * request.n, Answer.COMPLETE, ""
+        if answer == "broke_after_first_image":
+            images, answer_kind = [IMAGE], Answer.INCOMPLETE
+            note = f"The answer broke after 1 of {request.n} image(s); kept."
+        result = imagegen.GenerationResult(images, usage, "req_ok", 200, answer_kind, note)
         if self.fault == "killed_after_call":
             raise Killed
         return result

@@ -64,19 +64,33 @@ class Migration(migrations.Migration):
 
 
 def settle_history(apps, schema_editor):
-    """Bring rows written before billing states to the same rules: a 200 recorded as not
-    billed $0 becomes possibly billed (its estimate as exposure), and the seeded routes'
-    150 s timeout, shorter than the seeds' "up to about 2 minutes" with margin, becomes 300 s."""
+    """Bring rows written before billing states to the same rules, and the seeded routes'
+    150 s timeout, shorter than the seeds' "up to about 2 minutes" with margin, to 300 s.
+
+    Possibly billed: a 200 recorded as not billed $0, a call without any answer recorded
+    as not billed (a stream that broke), and what was recorded "unpriced" because no
+    answer came (a timeout, a lost worker). Each gets its request's estimate as exposure."""
+    from django.db.models import Q
+
     Attempt = apps.get_model("studio", "Attempt")
     Route = apps.get_model("studio", "Route")
     GenerationRequest = apps.get_model("studio", "GenerationRequest")
     Route.objects.filter(timeout_seconds=150).update(timeout_seconds=300)
-    wrong = Attempt.objects.filter(http_status=200, cost_basis="not_billed")
+    wrong = Attempt.objects.filter(
+        Q(http_status=200, cost_basis="not_billed")
+        # A stream's error event was kept without its 200; a refused connection was not.
+        | (
+            Q(http_status__isnull=True, cost_basis="not_billed", outcome="failed")
+            & ~Q(retry_reason="connection")
+        )
+        | Q(cost_basis="unpriced", retry_reason__in=["timeout", "unknown"])
+        | Q(cost_basis="unpriced", outcome="unknown")
+    )
     touched = set(wrong.values_list("request_id", flat=True))
     for attempt in wrong.select_related("request"):
         attempt.cost, attempt.cost_basis = None, "possibly_billed"
         attempt.exposure = attempt.request.estimated_cost
-        attempt.billing_note = "Recorded as not billed before billing states; a 200 may be billed."
+        attempt.billing_note = "Recorded before billing states; this call may have been billed."
         attempt.save(update_fields=["cost", "cost_basis", "exposure", "billing_note"])
     for request in GenerationRequest.objects.filter(pk__in=touched):
         rows = list(Attempt.objects.filter(request=request).values_list("cost", "exposure"))

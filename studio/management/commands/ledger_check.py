@@ -24,7 +24,7 @@ from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from studio.billing import Billing, billing_of
+from studio.billing import billing_of, may_send_again
 from studio.models import (
     TERMINAL_STATUSES,
     Attempt,
@@ -37,7 +37,8 @@ from studio.models import (
 
 
 def second_calls() -> list[str]:
-    """Attempts made after an earlier attempt of the same request may have been billed."""
+    """Attempts sent although an earlier attempt of the same request may have been billed
+    (studio.billing.may_send_again, the rule the worker's retries follow)."""
     found = []
     by_request = defaultdict(list)
     rows = Attempt.objects.order_by("request_id", "number").values_list(
@@ -46,21 +47,14 @@ def second_calls() -> list[str]:
     for request_id, number, basis, reason, timeout_retries in rows:
         by_request[request_id].append((number, basis, reason, timeout_retries))
     for request_id, attempts in by_request.items():
-        timeouts = 0
-        for index, (number, basis, reason, timeout_retries) in enumerate(attempts[:-1]):
-            state = billing_of(basis)
-            if state is Billing.NOT_BILLED:
-                continue
-            allowed = (
-                state is Billing.POSSIBLY_BILLED
-                and reason == "timeout"
-                and (timeouts := timeouts + 1) <= timeout_retries
-            )
-            if not allowed:
-                later = attempts[index + 1][0]
+        for index in range(1, len(attempts)):
+            earlier = [(basis, reason) for _, basis, reason, _ in attempts[:index]]
+            if not may_send_again(earlier, attempts[index - 1][3]):
+                number, basis = attempts[index - 1][0], attempts[index - 1][1]
+                state = billing_of(basis)
                 found.append(
-                    f"second call: request {request_id} attempt {later} was sent after "
-                    f"attempt {number} was {state.value if state else 'in flight'}"
+                    f"second call: request {request_id} attempt {attempts[index][0]} was sent "
+                    f"after attempt {number} was {state.value if state else 'in flight'}"
                 )
                 break
     return found
