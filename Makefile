@@ -33,11 +33,13 @@ run: seed
 	PORT=$(PORT) SANDBOX_BASE_URL=$${SANDBOX_BASE_URL:-http://127.0.0.1:$(PORT)/sandbox/v1} \
 		$(BIN)/honcho start -f Procfile
 
-## system-test-deps: Debian's Chromium (browser tests) and tesseract (OCR assist), with apt-get
+## system-test-deps: Debian's Chromium (browser tests), tesseract (OCR assist) and redis-server
+## (the broker-outage test starts its own), with apt-get
 system-test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
