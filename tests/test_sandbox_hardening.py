@@ -89,9 +89,11 @@ def test_with_a_key_the_production_sandbox_accepts_only_that_key(client, setting
     settings.SANDBOX_API_KEY = "the-sandbox-key"
 
     wrong = post_json(client, GENERATIONS, {"prompt": "x"}, key="sandbox")
+    not_ascii = post_json(client, GENERATIONS, {"prompt": "x"}, key="cl\u00e9-\u00fc")
     right = post_json(client, GENERATIONS, {"prompt": "x", "quality": "low"}, key="the-sandbox-key")
 
     assert assert_openai_error(wrong, 401)["code"] == "invalid_api_key"
+    assert assert_openai_error(not_ascii, 401)["code"] == "invalid_api_key"
     assert right.status_code == 200
 
 

@@ -23,7 +23,8 @@ def key_problem(request: HttpRequest) -> HttpResponse | None:
         return responses.sandbox_closed_response()
     if scheme.lower() != "bearer" or not token:
         return responses.missing_api_key_response()
-    if expected and not secrets.compare_digest(token, expected):
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a header may hold.
+    if expected and not secrets.compare_digest(token.encode(), expected.encode()):
         return responses.incorrect_api_key_response()
     return None
 
