@@ -264,56 +264,59 @@ def _zero_or(reading: UsageReading) -> UsageReading:
     return reading
 
 
-def _read_input_output(raw: dict, outputs_are: str) -> UsageReading:
-    inputs = _details(raw, "input_tokens_details")
-    outputs = _details(raw, "output_tokens_details")
-    input_total = _count(raw.get("input_tokens") or 0)
-    output_total = _count(raw.get("output_tokens") or 0)
+# The two families of key names providers use: (input total, output total, input details,
+# output details). A chat-style answer may still name its details the Image API's way.
+IMAGE_API_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    ("input_tokens_details",),
+    ("output_tokens_details",),
+)
+CHAT_KEYS = (
+    "prompt_tokens",
+    "completion_tokens",
+    ("prompt_tokens_details", "input_tokens_details"),
+    ("completion_tokens_details", "output_tokens_details"),
+)
+
+
+def _read_counts(raw: dict, keys: tuple, outputs_are: str) -> tuple[Usage, bool]:
+    """The Usage in one family of keys, and whether the provider broke its totals down."""
+    input_key, output_key, input_details, output_details = keys
+    inputs, outputs = _details(raw, *input_details), _details(raw, *output_details)
+    input_total = _count(raw.get(input_key) or 0)
+    output_total = _count(raw.get(output_key) or 0)
     input_image, input_text = _split(input_total, inputs, "image_tokens", "text_tokens")
     if input_image < 0:
         input_image, input_text = 0, input_total
     output_image, output_text = _split(output_total, outputs, "image_tokens", "text_tokens")
     if output_image < 0:
-        output_image, output_text = _undivided(output_total, outputs_are)
+        # No breakdown: an image call's output is its image, a mainline model's is text.
+        output_image, output_text = (
+            (output_total, 0) if outputs_are == "image" else (0, output_total)
+        )
     cached = _count(inputs.get("cached_tokens") or 0)
+    usage = Usage(
+        input_text_tokens=input_text,
+        input_image_tokens=input_image,
+        cached_text_tokens=min(cached, input_text),
+        output_image_tokens=output_image,
+        output_text_tokens=output_text,
+    )
+    return usage, bool(inputs or outputs)
+
+
+def _read_input_output(raw: dict, outputs_are: str) -> UsageReading:
+    usage, detailed = _read_counts(raw, IMAGE_API_KEYS, outputs_are)
     if outputs_are == "text":
         shape = "responses"
     else:
-        shape = "image_api" if inputs or outputs else "image_api_totals"
-    usage = Usage(
-        input_text_tokens=input_text,
-        input_image_tokens=input_image,
-        cached_text_tokens=min(cached, input_text),
-        output_image_tokens=output_image,
-        output_text_tokens=output_text,
-    )
+        shape = "image_api" if detailed else "image_api_totals"
     return _zero_or(UsageReading(usage, shape))
 
 
-def _undivided(total: int, outputs_are: str) -> tuple[int, int]:
-    return (total, 0) if outputs_are == "image" else (0, total)
-
-
 def _read_chat(raw: dict, outputs_are: str) -> UsageReading:
-    prompt = _details(raw, "prompt_tokens_details", "input_tokens_details")
-    completion = _details(raw, "completion_tokens_details", "output_tokens_details")
-    input_total = _count(raw.get("prompt_tokens") or 0)
-    output_total = _count(raw.get("completion_tokens") or 0)
-    input_image, input_text = _split(input_total, prompt, "image_tokens", "text_tokens")
-    if input_image < 0:
-        input_image, input_text = 0, input_total
-    output_image, output_text = _split(output_total, completion, "image_tokens", "text_tokens")
-    if output_image < 0:
-        # A chat-style answer to an image call: its completion is the image.
-        output_image, output_text = _undivided(output_total, outputs_are)
-    cached = _count(prompt.get("cached_tokens") or 0)
-    usage = Usage(
-        input_text_tokens=input_text,
-        input_image_tokens=input_image,
-        cached_text_tokens=min(cached, input_text),
-        output_image_tokens=output_image,
-        output_text_tokens=output_text,
-    )
+    usage, _ = _read_counts(raw, CHAT_KEYS, outputs_are)
     return _zero_or(UsageReading(usage, "chat"))
 
 

@@ -133,6 +133,22 @@ def provider_route(db) -> Route:
     )
 
 
+def run_until_done(generation, deliveries: int = 10):
+    """Deliver a request's task in-process as the broker would, again after each scheduled
+    retry, until the request ends."""
+    import time
+
+    from studio.tasks import run_generation
+
+    for _ in range(deliveries):
+        run_generation(str(generation.id))
+        generation.refresh_from_db()
+        if generation.is_terminal:
+            return generation
+        time.sleep(0.01)
+    raise AssertionError(f"still {generation.status} after {deliveries} deliveries")
+
+
 @pytest.fixture
 def ledger_checked(db, settings, celery_worker):
     """After an integration test, `manage.py ledger_check --storage` must find nothing: CI

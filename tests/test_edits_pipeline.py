@@ -4,7 +4,6 @@ or a scripted double) with the stored inputs, retries, fallbacks and the drift c
 from __future__ import annotations
 
 import io
-import time
 from decimal import Decimal
 
 import pytest
@@ -12,8 +11,8 @@ from PIL import Image, ImageChops
 
 from studio import drift, pricing
 from studio.models import Attempt, GenerationRequest, Route, Status
-from studio.tasks import run_generation
 from studio.uploads import Role, read_input_image, read_mask
+from tests.conftest import run_until_done
 from tests.doubles import ScriptedProvider, error_reply, image_reply
 from tests.edit_fixtures import HOLE, encoded, mask_png, source_image, source_png
 
@@ -53,16 +52,6 @@ def submit_edit(user, route, prompt='A sign that says "OPEN"', **extra) -> Gener
         **extra,
     }
     return GenerationRequest.submit(created_by=user, route=route, prompt=prompt, **values)
-
-
-def run_until_done(generation, deliveries: int = 10) -> GenerationRequest:
-    for _ in range(deliveries):
-        run_generation(str(generation.id))
-        generation.refresh_from_db()
-        if generation.is_terminal:
-            return generation
-        time.sleep(0.01)
-    raise AssertionError(f"still {generation.status}")
 
 
 def test_a_masked_edit_changes_only_the_hole_and_logs_its_inputs(live_sandbox, designer):

@@ -24,6 +24,7 @@ from studio.billing import Answer, Basis, Billing, decide
 from studio.models import Attempt, Budget, GenerationRequest, OutputImage, Status, receipt_name
 from studio.pricing import Usage, UsageReading, money, read_usage
 from studio.tasks import run_generation, sweep_requests
+from tests.conftest import run_until_done
 from tests.doubles import (
     Reply,
     ScriptedProvider,
@@ -64,16 +65,6 @@ def scripted_route(provider, name="openai-like", **extra):
         api_key_env="GATEWAY_KEY",
         **extra,
     )
-
-
-def run_until_done(generation, deliveries: int = 6) -> GenerationRequest:
-    for _ in range(deliveries):
-        run_generation(str(generation.id))
-        generation.refresh_from_db()
-        if generation.is_terminal:
-            return generation
-        time.sleep(0.01)
-    raise AssertionError(f"still {generation.status}")
 
 
 def expire_lease(generation) -> None:
@@ -330,6 +321,27 @@ TURN_SETTINGS = {
 }
 
 
+def mainline_sheet(model: str, price_sheet) -> None:
+    """A price sheet for a mainline model: $2.50 per 1M text in, $15 per 1M text out."""
+    models.PriceSheet.objects.create(
+        model=model,
+        effective_from=price_sheet.effective_from,
+        text_input=Decimal("2.50"),
+        cached_text_input=Decimal("0.25"),
+        image_input=Decimal("0"),
+        cached_image_input=Decimal("0"),
+        image_output=Decimal("0"),
+        text_output=Decimal("15.00"),
+    )
+
+
+def run_turn(designer, route, message: str) -> GenerationRequest:
+    conversation = models.Conversation.objects.create(
+        owner=designer, title="t", route=route, settings=TURN_SETTINGS
+    )
+    return run_until_done(conversation.add_turn(designer, message))
+
+
 def test_a_responses_usage_without_details_keeps_the_image_and_prices_the_tool(
     designer, price_sheet, gateway_key
 ):
@@ -343,19 +355,7 @@ def test_a_responses_usage_without_details_keeps_the_image_and_prices_the_tool(
     body = responses_body({"input_tokens": 40, "output_tokens": 12, "total_tokens": 52}, tool)
     with ScriptedProvider(Reply(200, body)) as provider:
         route = scripted_route(provider, supports_assistant=True)
-        conversation = models.Conversation.objects.create(
-            owner=designer,
-            title="t",
-            route=route,
-            settings={
-                "width": 1024,
-                "height": 1024,
-                "quality": "low",
-                "output_format": "png",
-                "partial_images": 0,
-            },
-        )
-        turn = run_until_done(conversation.add_turn(designer, 'A poster that says "OPEN DAY"'))
+        turn = run_turn(designer, route, 'A poster that says "OPEN DAY"')
     assert turn.status == Status.SUCCEEDED, turn.failure_message
     assert turn.outputs.filter(kind=OutputImage.Kind.FINAL).count() == 1
     [attempt] = turn.attempts.all()
@@ -369,33 +369,12 @@ def test_a_responses_usage_without_details_keeps_the_image_and_prices_the_tool(
 
 
 def test_a_mainline_price_sheet_prices_the_whole_turn(designer, price_sheet, gateway_key):
-    models.PriceSheet.objects.create(
-        model="gpt-5.4-2026-03-05",
-        effective_from=price_sheet.effective_from,
-        text_input=Decimal("2.50"),
-        cached_text_input=Decimal("0.25"),
-        image_input=Decimal("0"),
-        cached_image_input=Decimal("0"),
-        image_output=Decimal("0"),
-        text_output=Decimal("15.00"),
-    )
+    mainline_sheet("gpt-5.4-2026-03-05", price_sheet)
     tool = {"image_gen": GATEWAY_CHAT_USAGE}
     body = responses_body({"input_tokens": 40, "output_tokens": 12, "total_tokens": 52}, tool)
     with ScriptedProvider(Reply(200, body)) as provider:
         route = scripted_route(provider, supports_assistant=True)
-        conversation = models.Conversation.objects.create(
-            owner=designer,
-            title="t",
-            route=route,
-            settings={
-                "width": 1024,
-                "height": 1024,
-                "quality": "low",
-                "output_format": "png",
-                "partial_images": 0,
-            },
-        )
-        turn = run_until_done(conversation.add_turn(designer, "a poster"))
+        turn = run_turn(designer, route, "a poster")
     [attempt] = turn.attempts.all()
     mainline = Decimal(40) * Decimal("2.50") / 10**6 + Decimal(12) * Decimal("15.00") / 10**6
     assert attempt.mainline_cost == mainline
@@ -684,16 +663,7 @@ def _png_file():
 def test_the_audit_shows_possibly_billed_spend_and_conversation_money(
     client, admin_user, designer, price_sheet, gateway_key
 ):
-    models.PriceSheet.objects.create(
-        model="gpt-5.4-2026-03-05",
-        effective_from=price_sheet.effective_from,
-        text_input=Decimal("2.50"),
-        cached_text_input=Decimal("0.25"),
-        image_input=Decimal("0"),
-        cached_image_input=Decimal("0"),
-        image_output=Decimal("0"),
-        text_output=Decimal("15.00"),
-    )
+    mainline_sheet("gpt-5.4-2026-03-05", price_sheet)
     no_usage = Reply(200, {"created": 1, "data": [{"b64_json": png_b64()}]})
     turn_body = responses_body(
         {"input_tokens": 40, "output_tokens": 12}, {"image_gen": GATEWAY_CHAT_USAGE}
@@ -701,10 +671,7 @@ def test_the_audit_shows_possibly_billed_spend_and_conversation_money(
     with ScriptedProvider(no_usage, Reply(200, turn_body)) as provider:
         route = scripted_route(provider, supports_assistant=True)
         unknown = run_until_done(submit(designer, route))
-        conversation = models.Conversation.objects.create(
-            owner=designer, title="t", route=route, settings=TURN_SETTINGS
-        )
-        run_until_done(conversation.add_turn(designer, "a poster"))
+        run_turn(designer, route, "a poster")
     client.force_login(admin_user)
     page = client.get(reverse("audit:dashboard") + "?start=&end=").content.decode()
     card = page[page.index('data-testid="possibly-billed"') :][:900]
@@ -937,25 +904,13 @@ def test_the_sweep_settles_the_others_when_one_row_cannot_be_settled(
 def test_a_dated_mainline_snapshot_is_priced_by_the_routes_model_sheet(
     designer, price_sheet, gateway_key
 ):
-    models.PriceSheet.objects.create(
-        model="gpt-5.4",
-        effective_from=price_sheet.effective_from,
-        text_input=Decimal("2.50"),
-        cached_text_input=Decimal("0.25"),
-        image_input=Decimal("0"),
-        cached_image_input=Decimal("0"),
-        image_output=Decimal("0"),
-        text_output=Decimal("15.00"),
-    )
+    mainline_sheet("gpt-5.4", price_sheet)
     body = responses_body(
         {"input_tokens": 40, "output_tokens": 12}, {"image_gen": GATEWAY_CHAT_USAGE}
     )
     with ScriptedProvider(Reply(200, body)) as provider:
         route = scripted_route(provider, supports_assistant=True, assistant_model="gpt-5.4")
-        conversation = models.Conversation.objects.create(
-            owner=designer, title="t", route=route, settings=TURN_SETTINGS
-        )
-        turn = run_until_done(conversation.add_turn(designer, "a poster"))
+        turn = run_turn(designer, route, "a poster")
     [attempt] = turn.attempts.all()
     assert attempt.mainline_model == "gpt-5.4-2026-03-05"
     assert attempt.mainline_cost is not None and attempt.cost is not None

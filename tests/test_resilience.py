@@ -19,6 +19,7 @@ from django.utils import timezone
 from studio import imagegen, models, tasks
 from studio.models import Attempt, GenerationRequest, Route, Status
 from studio.tasks import backoff_seconds, plan_retry, run_generation, sweep_requests
+from tests.conftest import run_until_done
 from tests.doubles import ScriptedProvider, error_reply, image_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,16 +42,6 @@ def deliveries(monkeypatch, settings):
 def submit(user, route, prompt="poster", **extra) -> GenerationRequest:
     values = {"width": 1024, "height": 1024, "quality": "low", "output_format": "png", **extra}
     return GenerationRequest.submit(created_by=user, route=route, prompt=prompt, **values)
-
-
-def run_until_done(generation, deliveries: int = 10) -> GenerationRequest:
-    for _ in range(deliveries):
-        run_generation(str(generation.id))
-        generation.refresh_from_db()
-        if generation.is_terminal:
-            return generation
-        time.sleep(0.01)
-    raise AssertionError(f"still {generation.status}")
 
 
 def scripted_route(provider: ScriptedProvider, name="gateway", **extra) -> Route:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,6 +14,7 @@ from PIL import Image
 from studio.models import Attempt, GenerationRequest, OutputImage, Status
 from studio.pricing import estimate_output_tokens, money
 from studio.tasks import run_generation
+from tests.conftest import run_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,17 +25,6 @@ def _no_broker(monkeypatch, settings):
     monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
     settings.RETRY_BASE_SECONDS = Decimal("0.001")
     settings.RETRY_MAX_SECONDS = Decimal("0.002")
-
-
-def run_until_done(generation: GenerationRequest, deliveries: int = 10) -> GenerationRequest:
-    """Deliver the task as the broker would, again after each scheduled retry."""
-    for _ in range(deliveries):
-        run_generation(str(generation.id))
-        generation.refresh_from_db()
-        if generation.is_terminal:
-            return generation
-        time.sleep(0.01)
-    raise AssertionError(f"still {generation.status} after {deliveries} deliveries")
 
 
 def submit_request(user, route, prompt: str, **extra) -> GenerationRequest:
