@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import logging
@@ -98,15 +99,17 @@ class ImageGenError(Exception):
 
 
 def client_for(route) -> openai.OpenAI:
+    """The route's client: one per base URL, key and timeout in this process, reused by
+    every call (and thread) so connections and TLS sessions are not set up per call."""
     api_key = route.api_key()
     if api_key is None and route.is_sandbox:
         api_key = SANDBOX_PLACEHOLDER_KEY
-    return openai.OpenAI(
-        base_url=route.endpoint(),
-        api_key=api_key,
-        timeout=float(route.timeout_seconds),
-        max_retries=0,
-    )
+    return _client(route.endpoint(), api_key, float(route.timeout_seconds))
+
+
+@functools.lru_cache(maxsize=64)
+def _client(base_url: str, api_key: str | None, timeout: float) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
 
 def generation_params(request) -> dict:

@@ -135,3 +135,13 @@ class TestDecodeImage:
         with pytest.raises(imagegen.ImageGenError) as caught:
             imagegen.decode_image(self._b64("JPEG"), expected="png")
         assert "Asked for png" in caught.value.message
+
+
+def test_a_route_keeps_one_client_per_process(sandbox_route, monkeypatch):
+    """No new connection pool (and TLS setup) per call; a changed key gets its own client."""
+    first = imagegen.client_for(sandbox_route)
+    assert imagegen.client_for(sandbox_route) is first
+    assert first.max_retries == 0
+    sandbox_route.api_key_env = "SANDBOX_TEST_KEY"
+    monkeypatch.setenv("SANDBOX_TEST_KEY", "another")
+    assert imagegen.client_for(sandbox_route) is not first
