@@ -196,8 +196,11 @@ def build_dataset() -> dict:
                     reason, http_status = rng.choice(failures)
                     attempt.outcome, attempt.http_status = Attempt.Outcome.FAILED, http_status
                     attempt.retry_reason = reason
-                    if reason == "timeout" or attempt_per_call:
-                        attempt.cost, attempt.cost_basis = None, Attempt.CostBasis.UNPRICED
+                    if reason == "timeout":
+                        # Sent and never answered: possibly billed, up to the estimate.
+                        attempt.cost = None
+                        attempt.cost_basis = Attempt.CostBasis.POSSIBLY_BILLED
+                        attempt.exposure = estimate
                     else:
                         attempt.cost, attempt.cost_basis = Decimal(0), Attempt.CostBasis.NOT_BILLED
                 if attempt.cost is None or total is None:
