@@ -255,6 +255,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in GenerationRequest._meta.fields]
     inlines = [AttemptInline]
 
+    def has_add_permission(self, request) -> bool:
+        return False  # requests are submitted by designers, never typed into the admin
+
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # the ledger: requests and their attempts are the audit's record
 
@@ -263,6 +266,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 class OutputImageAdmin(admin.ModelAdmin):
     list_display = ["id", "request", "kind", "index", "width", "height", "format", "bytes"]
     readonly_fields = [f.name for f in OutputImage._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # outputs come from the pipeline; a form of read-only fields adds nothing
 
 
 class PromptFrameVersionInline(admin.TabularInline):

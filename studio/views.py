@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from studio import drift, imagerules
@@ -121,10 +121,10 @@ def _edit_frame_handoff(request, raw: str | None):
 
 
 @role_required(*DESIGNER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def request_new(request):
     """The composer: frame and slots or a free prompt, settings, route, live estimate."""
-    if request.method == "GET":
+    if request.method != "POST":
         chosen = request.GET.get("frame")
     else:  # the no-JavaScript "Use this frame" button previews
         chosen = request.POST.get("frame") if request.POST.get("action") == "preview" else None
@@ -146,7 +146,7 @@ def request_new(request):
     else:
         form = ComposerForm(initial=_composer_initial(request))
     template = "studio/request_new.html"
-    if request.htmx and request.method == "GET":
+    if request.htmx and request.method != "POST":
         template += "#composer"
     return render(request, template, _composer_context(request, form))
 
@@ -188,7 +188,7 @@ def _edit_context(request, form: EditForm) -> dict:
 
 
 @role_required(*DESIGNER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def edit_new(request):
     """The edit page: a source (uploaded or an output), references, a mask painted or
     uploaded, an edit frame or a free prompt, settings and the estimate."""
@@ -211,7 +211,7 @@ def edit_new(request):
     else:
         form = EditForm(initial=_edit_initial(request), user=request.user)
     template = "studio/edit_new.html"
-    if request.htmx and request.method == "GET":
+    if request.htmx and request.method != "POST":
         template += "#prompt-fields"
     return render(request, template, _edit_context(request, form), status=status)
 
@@ -283,7 +283,7 @@ def request_run_again(request, request_id):
 
 
 @role_required(*DESIGNER_ROLES)
-@require_GET
+@require_safe
 def request_list(request):
     requests = (
         GenerationRequest.objects.filter(created_by=request.user)
@@ -295,7 +295,7 @@ def request_list(request):
 
 
 @login_required
-@require_GET
+@require_safe
 @never_cache
 def request_detail(request, request_id):
     generation = _get_request_for_user(request.user, request_id)
@@ -328,7 +328,7 @@ def _preview_context(generation: GenerationRequest) -> dict:
 
 
 @login_required
-@require_GET
+@require_safe
 def input_file(request, input_id):
     visible = GenerationRequest.objects.visible_to(request.user)
     item = get_object_or_404(InputImage.objects.filter(request__in=visible), pk=input_id)
@@ -340,7 +340,7 @@ def input_file(request, input_id):
 
 
 @login_required
-@require_GET
+@require_safe
 def output_drift(request, output_id):
     """The drift heatmap of a masked edit's output, measured again from the stored files."""
     output = _get_output_for_user(request.user, output_id)
@@ -357,7 +357,7 @@ def output_drift(request, output_id):
 
 
 @login_required
-@require_GET
+@require_safe
 def output_file(request, output_id):
     output = _get_output_for_user(request.user, output_id)
     try:
@@ -385,7 +385,7 @@ def private_file_response(handle, content_type: str, name: str) -> FileResponse:
     return response
 
 
-@require_GET
+@require_safe
 def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -423,14 +423,14 @@ def _get_conversation_for_user(user, conversation_id) -> Conversation:
 
 
 @role_required(*DESIGNER_ROLES)
-@require_GET
+@require_safe
 def conversation_list(request):
     conversations = Conversation.objects.filter(owner=request.user).select_related("route")
     return render(request, "studio/conversation_list.html", {"conversations": conversations})
 
 
 @role_required(*DESIGNER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def conversation_new(request):
     """Start multi-turn work with the assistant: settings for every turn, and a first message."""
     form = ConversationForm(request.POST or None)
@@ -461,7 +461,7 @@ def _conversation_context(request, conversation: Conversation, form=None) -> dic
 
 
 @role_required(*DESIGNER_ROLES)
-@require_GET
+@require_safe
 @never_cache
 def conversation_detail(request, conversation_id):
     conversation = _get_conversation_for_user(request.user, conversation_id)
