@@ -89,7 +89,7 @@ def _composer_context(request, form: ComposerForm) -> dict:
     preview = form.preview()
     if preview.route is not None and not preview.route.is_sandbox:
         preview.budgets = [(b, b.remaining()) for b in Budget.applying_to(request.user)]
-    return {"form": form, "preview": preview}
+    return {"form": form, "preview": preview, "image_rules": imagerules.rules_for_browser()}
 
 
 def _composer_initial(request) -> dict:
@@ -106,9 +106,9 @@ def _composer_initial(request) -> dict:
 def _frame_from(raw: str | None, frames) -> PromptFrame | None:
     """A frame by key (links) or by id (the frame picker)."""
     raw = raw or ""
-    return frames.filter(key=raw).first() or (
-        frames.filter(pk=int(raw)).first() if raw.isdigit() else None
-    )
+    # isascii: "²" is a digit to isdigit() but not to int(); and ids are short.
+    by_id = raw.isascii() and raw.isdigit() and len(raw) < 19
+    return frames.filter(key=raw).first() or (frames.filter(pk=int(raw)).first() if by_id else None)
 
 
 def _edit_frame_handoff(request, raw: str | None):
@@ -182,7 +182,6 @@ def _edit_context(request, form: EditForm) -> dict:
     return {
         **_composer_context(request, form),
         "source_output": form.source_from_output,
-        "image_rules": imagerules.rules_for_browser(),
         "max_references": imagerules.MAX_INPUT_IMAGES - 1,
     }
 
@@ -434,14 +433,18 @@ def conversation_list(request):
 def conversation_new(request):
     """Start multi-turn work with the assistant: settings for every turn, and a first message."""
     form = ConversationForm(request.POST or None)
+    status = 200
     if request.method == "POST" and form.is_valid():
         try:
             conversation, _turn = form.start(request.user)
-        except (BudgetExceeded, SubmissionFlood) as refusal:
+        except BudgetExceeded as refusal:
             form.add_error(None, str(refusal))
+        except SubmissionFlood as flood:
+            form.add_error(None, str(flood))
+            status = 429  # as on the composer and the edit page
         else:
             return redirect(conversation)
-    return render(request, "studio/conversation_new.html", {"form": form})
+    return render(request, "studio/conversation_new.html", {"form": form}, status=status)
 
 
 def _conversation_context(request, conversation: Conversation, form=None) -> dict:
@@ -482,14 +485,18 @@ def conversation_turn(request, conversation_id):
     if conversation.owner_id != request.user.pk:
         raise Http404("No such conversation.")
     form = TurnForm(request.POST)
+    status = 200
     if form.is_valid():
         try:
             conversation.add_turn(request.user, form.cleaned_data["message"])
         except ValidationError as refusal:
             form.add_error(None, refusal)
-        except (BudgetExceeded, SubmissionFlood) as refusal:
+        except BudgetExceeded as refusal:
             form.add_error(None, str(refusal))
+        except SubmissionFlood as flood:
+            form.add_error(None, str(flood))
+            status = 429
         else:
             return redirect(conversation)
     context = _conversation_context(request, conversation, form)
-    return render(request, "studio/conversation_detail.html", context)
+    return render(request, "studio/conversation_detail.html", context, status=status)
