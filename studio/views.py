@@ -346,7 +346,7 @@ def output_drift(request, output_id):
     try:
         measured = drift.measure_output(output)
     except OSError:
-        raise Http404("A file the heatmap needs is gone.") from None
+        raise Http404("A file the heatmap needs is gone or cannot be read.") from None
     if measured is None:
         raise Http404("This output is not from a masked edit.")
     response = HttpResponse(drift.heatmap_png(*measured), content_type="image/png")

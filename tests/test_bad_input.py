@@ -10,12 +10,13 @@ import base64
 import io
 
 import pytest
+from django.core.files.base import ContentFile
 from django.urls import reverse
 from PIL import Image
 
 from review.forms import DecisionForm
 from studio import imagerules
-from studio.models import Conversation, GenerationRequest, Status
+from studio.models import Conversation, GenerationRequest, OutputImage, Status
 from studio.uploads import Role, UploadRejected, eight_bit, read_input_image, read_mask
 from tests.edit_fixtures import encoded, mask_png, png_bomb, source_png, upload
 
@@ -115,8 +116,6 @@ def region_of(data: bytes) -> str:
 
 
 def test_a_region_that_declares_a_huge_size_is_a_form_error(client, reviewer, objects):
-    from studio.models import OutputImage
-
     output = OutputImage.objects.get(pk=objects["output_id"])
     form = DecisionForm(
         {"reason": "bluer", "region": region_of(png_bomb(100_000, 100_000))},
@@ -135,8 +134,6 @@ def test_a_region_that_declares_a_huge_size_is_a_form_error(client, reviewer, ob
 
 
 def test_a_region_just_over_pillows_warning_limit_is_a_form_error(objects):
-    from studio.models import OutputImage
-
     output = OutputImage.objects.get(pk=objects["output_id"])
     # Between Pillow's warning and error limits: refused from the header, never decoded.
     bomb = png_bomb(Image.MAX_IMAGE_PIXELS // 4000 + 1, 4000)
@@ -406,3 +403,14 @@ def test_a_conversation_over_the_submission_limit_answers_429(
     )
     assert turn.status_code == 429
     assert "at most 1 a minute" in text_of(turn)
+
+
+def test_a_16_bit_output_is_measured_and_a_bomb_output_is_a_404(client, designer, objects):
+    output = OutputImage.objects.get(pk=objects["output_id"])
+    grey16 = encoded(Image.new("I;16", (64, 64), 32896))
+    output.file.save("grey16.png", ContentFile(grey16), save=True)
+    client.force_login(designer)
+    drift = client.get(reverse("studio:output-drift", args=[output.id]))
+    assert drift.status_code == 200
+    output.file.save("bomb.png", ContentFile(png_bomb(100_000, 100_000)), save=True)
+    assert client.get(reverse("studio:output-drift", args=[output.id])).status_code == 404
