@@ -5,6 +5,8 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -307,3 +309,24 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # deleting one would delete its turns' requests from the ledger
+
+
+class BoundedDateChangeList(ChangeList):
+    """Django's date hierarchy adds a day, a month or a year to the date in the URL; at
+    ?…__year=9999&…__month=12 that overflows into a 500. Such a date is a bad lookup, which
+    the admin answers like any other (the list again, with ?e=1)."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+def _bound_date_lookups(site: admin.AdminSite) -> None:
+    """Every list in the admin, django-axes' included (registered before this module runs)."""
+    for model_admin in site._registry.values():
+        model_admin.get_changelist = lambda request, **kwargs: BoundedDateChangeList
+
+
+_bound_date_lookups(admin.site)

@@ -254,9 +254,12 @@ def admin_parameters(key: str, route: str) -> Parameters:
     )
     filters = []
     for entry in model_admin.list_filter:
-        name = entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) else ""
-        if name:
-            filters += [f"{name}__exact", f"{name}__id__exact", f"{name}__isnull"]
+        if isinstance(entry, type):  # a SimpleListFilter names its own parameter
+            filters.append(entry.parameter_name)
+            continue
+        name = entry if isinstance(entry, str) else entry[0]
+        lookups = ("exact", "id__exact", "isnull", "gte", "lt", "in")
+        filters += [f"{name}__{lookup}" for lookup in lookups]
     if model_admin.date_hierarchy:
         filters += [f"{model_admin.date_hierarchy}__{part}" for part in ("year", "month", "day")]
     return Parameters(
