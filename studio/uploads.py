@@ -87,7 +87,7 @@ class CheckedImage:
         return self.mode in ("RGBA", "LA")
 
     def pixels(self) -> Image.Image:
-        image = Image.open(io.BytesIO(self.data), formats=PILLOW_FORMATS)
+        image = open_header(self.data, PILLOW_FORMATS)
         image.load()
         return image
 

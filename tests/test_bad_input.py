@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import pytest
 from django.core.files.base import ContentFile
@@ -18,7 +20,7 @@ from review.forms import DecisionForm
 from studio import imagerules
 from studio.models import Conversation, GenerationRequest, OutputImage, Status
 from studio.uploads import Role, UploadRejected, eight_bit, read_input_image, read_mask
-from tests.edit_fixtures import encoded, mask_png, png_bomb, source_png, upload
+from tests.edit_fixtures import encoded, mask_png, png_bomb, png_chunk, source_png, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -431,3 +433,32 @@ def test_a_16_bit_output_is_measured_and_a_bomb_output_is_a_404(client, designer
     assert drift.status_code == 200
     output.file.save("bomb.png", ContentFile(png_bomb(100_000, 100_000)), save=True)
     assert client.get(reverse("studio:output-drift", args=[output.id])).status_code == 404
+
+
+def sixteen_bit_png(color_type: int, samples: tuple[int, ...], size: int = 8) -> bytes:
+    """A PNG with 16 bits a sample, written by hand (Pillow writes only 16-bit grey)."""
+    pixel = b"".join(struct.pack(">H", sample) for sample in samples)
+    rows = b"".join(b"\x00" + pixel * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "color_type", "samples"),
+    [
+        ("16-bit grey", 0, (32896,)),
+        ("16-bit grey with alpha", 4, (32896, 65535)),
+        ("16-bit RGB", 2, (32896, 32896, 32896)),
+        ("16-bit RGBA", 6, (32896, 32896, 32896, 65535)),
+    ],
+)
+def test_a_16_bit_png_upload_keeps_its_mid_grey(case, color_type, samples):
+    data = sixteen_bit_png(color_type, samples, size=1024)
+    checked = read_input_image(io.BytesIO(data), len(data), "grey.png", Role.SOURCE)
+    stored = Image.open(io.BytesIO(checked.data)).convert("RGB")
+    assert all(abs(channel - MID_GREY) <= 2 for channel in stored.getpixel((9, 9))), case
