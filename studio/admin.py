@@ -10,6 +10,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.urls import reverse
 from django.utils.html import format_html
 
+from studio.forms import AdminLoginForm
 from studio.models import (
     Attempt,
     Budget,
@@ -330,3 +331,4 @@ def _bound_date_lookups(site: admin.AdminSite) -> None:
 
 
 _bound_date_lookups(admin.site)
+admin.site.login_form = AdminLoginForm

@@ -5,7 +5,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -63,6 +66,25 @@ class FilterDateField(forms.DateField):
             return super().to_python(value)
         except OverflowError:  # a year past 9999 (Django lets some through as overflow)
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+class UsernameLengthChecked:
+    """Django's login forms set the username's max_length after the field is built, so the
+    length is never checked: a longer name went on to authenticate() and to django-axes,
+    whose record of the failed login holds 255 characters (PostgreSQL refused: a 500)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["username"]
+        field.validators.append(MaxLengthValidator(field.max_length))
+
+
+class LoginForm(UsernameLengthChecked, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(UsernameLengthChecked, AdminAuthenticationForm):
+    pass
 
 
 class RouteChoiceField(forms.ModelChoiceField):

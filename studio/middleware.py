@@ -31,6 +31,8 @@ class RequestBodyLimitMiddleware:
 
 # C0 control characters but tab, line feed and carriage return, which text areas carry.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# A header value may hold a tab, never a line break.
+HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f]")
 
 
 class ControlCharacterMiddleware:
@@ -46,6 +48,12 @@ class ControlCharacterMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        # Headers too: django-axes stores the User-Agent of a failed login, for one.
+        for key, value in request.META.items():
+            header = key.startswith("HTTP_") and isinstance(value, str)
+            if header and HEADER_CONTROL_CHARACTERS.search(value):
+                name = key.removeprefix("HTTP_").replace("_", "-").title()
+                return _control_character_refusal(f"the {name} header")
         return self.get_response(request)
 
     def process_view(self, request, view_func, view_args, view_kwargs):

@@ -83,6 +83,21 @@ def test_a_nul_in_a_login_is_a_400(client, designer):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize("url", ["login", "admin:login"])
+def test_a_control_character_in_a_header_or_a_long_login_name_is_a_4xx_or_a_form_error(
+    client, designer, url
+):
+    refused = client.post(
+        reverse(url), {"username": "dana", "password": "x"}, headers={"User-Agent": "a\x00b"}
+    )
+    assert refused.status_code == 400
+    assert "User-Agent" in text_of(refused)
+    # Longer than any user name: a form error, never handed to the lockout's records.
+    long_name = client.post(reverse(url), {"username": "d" * 1000, "password": "x"})
+    assert long_name.status_code == 200
+    assert "at most 150 characters" in text_of(long_name)
+
+
 def test_a_digit_that_int_cannot_read_is_no_frame(client, designer):
     client.force_login(designer)
     assert client.get(reverse("studio:request-new"), {"frame": "²"}).status_code == 200

@@ -76,6 +76,8 @@ HOSTILE = st.one_of(
     st.sampled_from(FIXED),
     st.text(max_size=40),
     CONTROLLED,
+    # Past any column's length; chosen, not generated, so an example stays small to draw.
+    st.sampled_from(["x" * 256, "é" * 1000, "9" * 2000, "word " * 400, "-" * 300]),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.dates().map(lambda day: day.isoformat()),
     st.uuids().map(str),
