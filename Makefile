@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# The sandbox runs as its own process next to the web, as in production.
+SANDBOX_PORT ?= $(shell expr $(PORT) + 1)
 
 .PHONY: run test bench lint format install install-test system-test-deps migrate seed clean
 
@@ -27,17 +29,21 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_studio --demo-accounts
 
-## run: install, migrate, seed, then start the web server and a Celery worker (Ctrl-C stops both)
+## run: install, migrate, seed, then start the web server, the sandbox, a Celery worker and
+## beat (a process that dies is reported and started again; Ctrl-C stops them all)
 run: seed
 	@echo "Studio on http://127.0.0.1:$(PORT)/  (demo passwords: var/demo-accounts.txt)"
-	PORT=$(PORT) SANDBOX_BASE_URL=$${SANDBOX_BASE_URL:-http://127.0.0.1:$(PORT)/sandbox/v1} \
+	PYTHONUNBUFFERED=1 PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) \
+		SANDBOX_BASE_URL=$${SANDBOX_BASE_URL:-http://127.0.0.1:$(SANDBOX_PORT)/sandbox/v1} \
 		$(BIN)/honcho start -f Procfile
 
-## system-test-deps: Debian's Chromium (browser tests) and tesseract (OCR assist), with apt-get
+## system-test-deps: Debian's Chromium (browser tests), tesseract (OCR assist) and redis-server
+## (the broker-outage test starts its own), with apt-get
 system-test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
@@ -53,6 +59,8 @@ bench: install-test
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.concurrency
 	$(BIN)/python -m tests.bench.audit
+	LEDGER_SCHEDULES=10000 VAR_DIR=$(CURDIR)/var/bench $(BIN)/python -m pytest -q -s -p no:randomly \
+		tests/test_ledger_machine.py
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -86,10 +86,14 @@ INSTALLED_APPS = [
     "csp",
     "axes",
     "studio",
+    "studio.sandbox",
     "review",
 ]
 
 MIDDLEWARE = [
+    # Outermost: whatever answers an error under /sandbox/v1/ (the URL resolver, a method
+    # check, the body limit, an exception) answers it in OpenAI's error shape.
+    "studio.sandbox.middleware.OpenAIErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -216,6 +220,10 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with a guard so a worker reconnects after Redis restarts
+    # instead of exiting (see config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "studio")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -231,10 +239,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # How often retention deletes the files of outputs past their delete-after date.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600)
+# How often the sweep settles forgotten rows (ledger_check allows two of these past a lease).
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
     "sweep-requests": {
         "task": "studio.tasks.sweep_requests",
-        "schedule": float(env_int("SWEEP_INTERVAL_SECONDS", 30)),
+        "schedule": float(SWEEP_INTERVAL_SECONDS),
     },
     "delete-expired-outputs": {
         "task": "studio.tasks.delete_expired_outputs",
@@ -248,6 +258,12 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker waits out a broker outage of any length (0 = retry forever) instead of exiting
+# after Celery's default 100 tries; the calls it is making go on meanwhile.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = env_int("CELERY_BROKER_CONNECTION_MAX_RETRIES", 0) or None
+# Cancelling a call in flight when the broker goes would throw away an answer the provider
+# may already have billed; the call finishes and the row records it.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Tests and one-off scripts may run tasks in-process.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
@@ -257,7 +273,37 @@ SANDBOX_BASE_URL = env_str("SANDBOX_BASE_URL", "http://127.0.0.1:8000/sandbox/v1
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
 # When set, the sandbox answers only this bearer key (its route sends it from SANDBOX_API_KEY).
 SANDBOX_API_KEY = env_str("SANDBOX_API_KEY", "")
-SANDBOX_MAX_LATENCY_SECONDS = env_int("SANDBOX_MAX_LATENCY_SECONDS", 300)
+# In production (DEBUG off) the sandbox answers nobody until SANDBOX_API_KEY is set; in
+# development any bearer key will do.
+SANDBOX_KEY_REQUIRED = not DEBUG
+# This process serves the sandbox alone (`docker run IMAGE sandbox`): its own gunicorn with
+# threads, so slow fake calls never hold a web worker.
+SANDBOX_PROCESS = env_bool("SANDBOX_PROCESS", False)
+if SANDBOX_PROCESS and not SANDBOX_ENABLED:
+    raise ImproperlyConfigured("SANDBOX_PROCESS=1 serves the sandbox: set SANDBOX_ENABLED=1 too.")
+if SANDBOX_PROCESS:
+    # Its own URLconf: the sandbox and /healthz, nothing of the studio.
+    ROOT_URLCONF = "config.sandbox_urls"
+# The studio's web process serves the sandbox too: handy in development and tests; in
+# production the sandbox runs as its own process.
+SANDBOX_IN_WEB = env_bool("SANDBOX_IN_WEB", DEBUG)
+# The web server's per-request timeout (gunicorn --timeout; the image passes this value, and
+# gunicorn's own default is 30 s). Every wait a sandbox directive asks for (latency, timeout,
+# the pace of a stream) ends within SANDBOX_MAX_LATENCY_SECONDS, three quarters of it by
+# default, so a slow fake call answers (504 for [sandbox:timeout]) before the server kills it.
+WEB_TIMEOUT_SECONDS = env_int("WEB_TIMEOUT_SECONDS", 30)
+SANDBOX_MAX_LATENCY_SECONDS = float(
+    env_decimal("SANDBOX_MAX_LATENCY_SECONDS", str(WEB_TIMEOUT_SECONDS * 3 / 4))
+)
+if not 0 <= SANDBOX_MAX_LATENCY_SECONDS < WEB_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"SANDBOX_MAX_LATENCY_SECONDS ({SANDBOX_MAX_LATENCY_SECONDS:g}) must be at least 0 and "
+        f"below WEB_TIMEOUT_SECONDS ({WEB_TIMEOUT_SECONDS}), so slow sandbox calls answer "
+        "before the web server kills them."
+    )
+# Responses kept for `previous_response_id`, in the database so any process answers a
+# follow-up; older ones are forgotten.
+SANDBOX_RESPONSE_RETENTION_HOURS = env_int("SANDBOX_RESPONSE_RETENTION_HOURS", 24)
 
 # Retries: exponential backoff with full jitter between these bounds, per attempt.
 RETRY_BASE_SECONDS = env_decimal("RETRY_BASE_SECONDS", "2")
@@ -284,7 +330,8 @@ OUTPUT_RETENTION_DAYS = env_int("OUTPUT_RETENTION_DAYS", 90)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# The sandbox process is reached by the workers inside the deployment, over plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG and not SANDBOX_PROCESS)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)

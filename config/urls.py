@@ -32,5 +32,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", studio_views.healthz, name="healthz"),
 ]
-if settings.SANDBOX_ENABLED:
+# In production the sandbox runs as its own process (config/sandbox_urls.py); the web
+# process serves it only when asked to (SANDBOX_IN_WEB, on in development).
+if settings.SANDBOX_ENABLED and settings.SANDBOX_IN_WEB:
     urlpatterns.append(path("sandbox/v1/", include("studio.sandbox.urls")))

@@ -48,6 +48,7 @@ from django.utils import timezone
 
 from review import rollups
 from studio import imagerules
+from studio.billing import billing_of
 from studio.forms import FilterDateField
 from studio.models import (
     Attempt,
@@ -241,9 +242,16 @@ class Spend:
     token_cost: Decimal | None = None  # real routes, usage x price sheet
     per_call_cost: Decimal | None = None  # real routes, the provider's flat price
     simulated_cost: Decimal | None = None  # the sandbox: never billed
-    unpriced: int = 0  # real-route attempts whose price is unknown (possibly billed)
+    unpriced: int = 0  # real-route attempts billed at a price nobody knows
+    possibly_billed: int = 0  # real-route attempts that may have been billed
+    exposure: Decimal | None = None  # at most this much, over attempts of unknown cost
     failed: int = 0
     retries: int = 0
+    # Conversation turns (real routes): the image tool's cost, the mainline model's.
+    image_tool_cost: Decimal | None = None
+    mainline_cost: Decimal | None = None
+    mainline_input_tokens: int = 0
+    mainline_output_tokens: int = 0
 
     def add_cost(self, owner: str, basis: str, cost: Decimal | None) -> None:
         if cost is None:
@@ -258,12 +266,27 @@ class Spend:
     def add(self, other: Spend) -> None:
         self.attempts += other.attempts
         self.unpriced += other.unpriced
+        self.possibly_billed += other.possibly_billed
         self.failed += other.failed
         self.retries += other.retries
-        for name in ("token_cost", "per_call_cost", "simulated_cost"):
+        self.mainline_input_tokens += other.mainline_input_tokens
+        self.mainline_output_tokens += other.mainline_output_tokens
+        for name in (
+            "token_cost",
+            "per_call_cost",
+            "simulated_cost",
+            "exposure",
+            "image_tool_cost",
+            "mainline_cost",
+        ):
             mine, theirs = getattr(self, name), getattr(other, name)
             if theirs is not None:
                 setattr(self, name, (mine or 0) + theirs)
+
+    @property
+    def unknown_cost(self) -> int:
+        """Real-route attempts whose cost is not known: billed unpriced or possibly billed."""
+        return self.unpriced + self.possibly_billed
 
     @property
     def real_cost(self) -> Decimal:
@@ -282,12 +305,20 @@ class Spend:
 def spend_of(row: dict) -> Spend:
     """The Spend of one grouped row (route owner, cost basis and outcome among its keys)."""
     owner, basis = row["route_owner"], row["cost_basis"]
+    real = owner != SANDBOX_OWNER
     spend = Spend(
         attempts=row["attempts"],
-        unpriced=row["attempts"] if basis == Basis.UNPRICED and owner != SANDBOX_OWNER else 0,
+        unpriced=row["attempts"] if basis == Basis.UNPRICED and real else 0,
+        possibly_billed=row["attempts"] if basis == Basis.POSSIBLY_BILLED and real else 0,
+        exposure=row.get("exposure") if real else None,
         failed=row["attempts"] if row["outcome"] == Outcome.FAILED else 0,
         retries=row["retries"],
     )
+    if real:
+        spend.image_tool_cost = row.get("image_tool_cost")
+        spend.mainline_cost = row.get("mainline_cost")
+        spend.mainline_input_tokens = row.get("mainline_input_tokens") or 0
+        spend.mainline_output_tokens = row.get("mainline_output_tokens") or 0
     spend.add_cost(owner, basis, row["cost"])
     return spend
 
@@ -535,7 +566,7 @@ def attempt_breakdowns(rows: Iterable[dict]) -> dict:
         if row["retry_reason"]:
             reason = reasons.setdefault(row["retry_reason"], ReasonStats(row["retry_reason"]))
             reason.attempts += row["attempts"]
-            reason.unpriced += spend.unpriced
+            reason.unpriced += spend.unknown_cost
             reason.by_route[row["route_id"]] = (
                 reason.by_route.get(row["route_id"], 0) + row["attempts"]
             )
@@ -872,6 +903,17 @@ def _time(value: datetime | None) -> str:
     return "" if value is None else value.isoformat()
 
 
+def _billing(basis: str) -> str:
+    """The billing state (studio.billing) a cost basis stands for."""
+    state = billing_of(basis)
+    return state.value if state else "in_flight"
+
+
+def _output_url(output_id) -> str:
+    """The access-checked file view of an output (its storage path is in output_path)."""
+    return reverse("studio:output-file", args=[output_id]) if output_id else ""
+
+
 SHAPE_KEYS = (
     "prompt_sha256",
     "input_image_count",
@@ -911,6 +953,15 @@ CSV_COLUMNS = [
     ("output_text_tokens", "output_text_tokens", _plain),
     ("cost_usd", "cost", _plain),
     ("cost_basis", "cost_basis", _plain),
+    ("billing", "cost_basis", _billing),
+    ("exposure_usd", "exposure", _plain),
+    ("billing_note", "billing_note", _text),
+    ("usage_shape", "usage_shape", _plain),
+    ("mainline_model", "mainline_model", _text),
+    ("mainline_input_tokens", "mainline_input_tokens", _plain),
+    ("mainline_output_tokens", "mainline_output_tokens", _plain),
+    ("mainline_cost_usd", "mainline_cost", _plain),
+    ("image_tool_cost_usd", "image_tool_cost", _plain),
     ("price_sheet_from", "price_sheet__effective_from", _time),
     ("request_status", "request__status", _plain),
     ("request_estimated_usd", "request__estimated_cost", _plain),
@@ -918,7 +969,7 @@ CSV_COLUMNS = [
     ("review_status", "review_status", _plain),
     ("output_path", "final__file", _text),
     ("output_sha256", "final__sha256", _plain),
-    ("output_url", "final__public_url", _text),
+    ("output_url", "final__id", _output_url),
     ("delete_after", "final__delete_after", _plain),
     ("deleted_at", "final__deleted_at", _time),
 ]
@@ -932,8 +983,9 @@ _SHAPE_AT = [column for column, _, _ in CSV_COLUMNS].index("request_shape")
 _OWNER_AT = [column for column, _, _ in CSV_COLUMNS].index("route_owner")
 
 
-def csv_rows(filters: AuditFilter, chunk_size: int = 2000) -> Iterator[list[str]]:
+def csv_rows(filters: AuditFilter, chunk_size: int = 2000, site: str = "") -> Iterator[list[str]]:
     """The filtered ledger, oldest first, one line per attempt, streamed from the database.
+    `site` ("https://studio.example.com") makes output URLs absolute.
 
     An attempt's final outputs come from a LEFT JOIN (one database row per output); rows of
     one attempt arrive together and are folded into one line, so memory stays flat.
@@ -947,7 +999,12 @@ def csv_rows(filters: AuditFilter, chunk_size: int = 2000) -> Iterator[list[str]
         .order_by("started_at", "id", "final__index")
         .values_list("id", *(path for _, path, _ in CSV_COLUMNS))
     )
-    writers = [write for _, _, write in CSV_COLUMNS]
+    writers = [
+        (lambda value: site + _output_url(value) if value else "")
+        if write is _output_url
+        else write
+        for _, _, write in CSV_COLUMNS
+    ]
     pointer = slice(len(CSV_COLUMNS) - POINTER_COLUMNS, len(CSV_COLUMNS))
     for _, group in groupby(rows.iterator(chunk_size=chunk_size), key=itemgetter(0)):
         first, *more = group
@@ -1058,6 +1115,7 @@ def dashboard(filters: AuditFilter, routes: Iterable[Route]) -> dict:
         "links": {
             "all": drill(),
             "unpriced": drill(basis=Basis.UNPRICED),
+            "possibly_billed": drill(basis=Basis.POSSIBLY_BILLED),
             "failed": drill(outcome=Outcome.FAILED),
             "fallback": drill(fallback="1"),
             "csv": f"{export_url}?{filters.querystring()}",

@@ -68,7 +68,8 @@ def _csv_chunks(lines: Iterable[list[str]]) -> Iterator[str]:
 def export(request):
     """The filtered ledger as CSV, streamed as the database cursor yields rows."""
     filters, _ = audit.read_filters(request.GET)
-    lines = chain([audit.CSV_HEADER], audit.csv_rows(filters))
+    site = request.build_absolute_uri("/").rstrip("/")
+    lines = chain([audit.CSV_HEADER], audit.csv_rows(filters, site=site))
     response = StreamingHttpResponse(_csv_chunks(lines), content_type="text/csv; charset=utf-8")
     start = filters.start.isoformat() if filters.start else "first"
     end = (filters.end or timezone.localdate()).isoformat()

@@ -275,6 +275,11 @@ class AuditRollup(models.Model):
     # Measures, as `review.rollups.live_measures` defines them.
     attempts = models.IntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+    exposure = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+    image_tool_cost = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+    mainline_cost = models.DecimalField(max_digits=18, decimal_places=6, null=True)
+    mainline_input_tokens = models.BigIntegerField(null=True)
+    mainline_output_tokens = models.BigIntegerField(null=True)
     retries = models.IntegerField(default=0)
     requests = models.IntegerField(default=0)
     compared = models.IntegerField(default=0)

@@ -118,8 +118,21 @@ KIND_DIMENSIONS: dict[str, tuple[str, ...]] = {
     Kind.LATENCY: ("route_id", "route_owner", "request_status", "band"),
 }
 
-MEASURES = ("attempts", "cost", "retries", "requests", "compared", "estimated", "actual")
-SPEND = ("attempts", "cost", "retries")  # the measures that need no look at the request
+# Conversation turns: the image tool's cost and the mainline model's tokens and cost.
+ASSISTANT = ("image_tool_cost", "mainline_cost", "mainline_input_tokens", "mainline_output_tokens")
+MEASURES = (
+    "attempts",
+    "cost",
+    "exposure",
+    "retries",
+    "requests",
+    "compared",
+    "estimated",
+    "actual",
+    *ASSISTANT,
+)
+# The measures that need no look at the request.
+SPEND = ("attempts", "cost", "exposure", "retries")
 
 
 def live_measures(names: Iterable[str] = MEASURES) -> dict:
@@ -135,6 +148,13 @@ def live_measures(names: Iterable[str] = MEASURES) -> dict:
         # Counted on `number` (never null): the audit index holds every column read.
         "attempts": Count("number"),
         "cost": Sum("cost"),
+        # What attempts of unknown cost may have cost at most (studio.billing): only they
+        # carry an exposure.
+        "exposure": Sum("exposure"),
+        "image_tool_cost": Sum("image_tool_cost"),
+        "mainline_cost": Sum("mainline_cost"),
+        "mainline_input_tokens": Sum("mainline_input_tokens"),
+        "mainline_output_tokens": Sum("mainline_output_tokens"),
         "retries": Count("number", filter=Q(number__gt=1)),
         "requests": Count("number", filter=first),
         "compared": Count("number", filter=known),

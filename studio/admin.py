@@ -49,6 +49,7 @@ class RouteForm(forms.ModelForm):
             "enabled",
             "timeout_seconds",
             "max_attempts",
+            "timeout_retries",
             "fallback",
             "retention_days",
             "supports_edits",
@@ -136,6 +137,7 @@ class RouteAdmin(admin.ModelAdmin):
                     "readiness",
                     "timeout_seconds",
                     "max_attempts",
+                    "timeout_retries",
                     "fallback",
                     "retention_days",
                 ]
@@ -246,6 +248,11 @@ class AttemptInline(admin.TabularInline):
         "output_image_tokens",
         "cost",
         "cost_basis",
+        "exposure",
+        "billing_note",
+        "usage_shape",
+        "raw_usage",
+        "error_message",
     ]
     readonly_fields = fields
 

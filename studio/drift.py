@@ -121,13 +121,20 @@ def open_image(data: bytes) -> Image.Image:
 
 def check_edit(request, outputs: list) -> None:
     """Measure and record drift for each (OutputImage, bytes) of a masked edit."""
-    mask_input = request.mask_input
-    source_input = request.source_input
+    measured = ratios(request, [data for _, data in outputs])
+    for (output, _), ratio in zip(outputs, measured, strict=True):
+        if ratio is not None:
+            output.record_drift(ratio)
+
+
+def ratios(request, images: list[bytes]) -> list[float | None]:
+    """The drift of each image of a masked edit, before its output rows exist; None for
+    each when the request has no mask and source."""
+    mask_input, source_input = request.mask_input, request.source_input
     if mask_input is None or source_input is None:
-        return
+        return [None] * len(images)
     source, mask = open_image(source_input.read()), open_image(mask_input.read())
-    for output, data in outputs:
-        output.record_drift(measure(source, mask, open_image(data)).ratio)
+    return [measure(source, mask, open_image(data)).ratio for data in images]
 
 
 def measure_output(output) -> tuple[Drift, Image.Image] | None:

@@ -17,10 +17,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx2
 import openai
 from PIL import Image, UnidentifiedImageError
 
-from studio.pricing import Usage
+from studio.billing import Answer
+from studio.pricing import UsageReading, combine_readings, read_usage
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,11 @@ class GeneratedImage:
 @dataclass(frozen=True)
 class GenerationResult:
     images: list[GeneratedImage]
-    usage: Usage | None
+    usage: UsageReading
     provider_request_id: str
     http_status: int
+    answer: Answer = Answer.COMPLETE  # INCOMPLETE: a stream broke after some images
+    note: str = ""  # what went missing, for the request's ledger note
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,14 @@ class PartialImage:
 
 
 OnPartial = Callable[[PartialImage], None]
+OnEvent = Callable[[], None]  # called for every streamed event: the call is alive
 
 
 @dataclass
 class ImageGenError(Exception):
-    """A call that did not produce usable images, classified for the retry policy."""
+    """A call that did not produce usable images, classified for the retry policy and for
+    billing: `answer` says how far the call got (studio.billing.Answer) and `usage` what the
+    provider reported before it failed, if anything."""
 
     reason: str
     message: str
@@ -71,7 +78,16 @@ class ImageGenError(Exception):
     code: str = ""
     provider_request_id: str = ""
     retry_after: float | None = None
-    billed_usage: Usage | None = field(default=None)
+    usage: UsageReading | None = field(default=None)
+    answer: Answer = Answer.INCOMPLETE
+
+    def answered(self, raw, usage: UsageReading | None = None) -> ImageGenError:
+        """Mark this failure as one inside a 200 answer (`raw`): the content was unusable."""
+        self.answer = Answer.INCOMPLETE
+        self.http_status = raw.status_code
+        self.provider_request_id = raw.headers.get("x-request-id", "")
+        self.usage = usage
+        return self
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -120,16 +136,25 @@ class EditInputs:
     mask: FileTuple | None = None
 
 
-def generate(route, request, on_partial: OnPartial | None = None) -> GenerationResult:
+def generate(
+    route, request, on_partial: OnPartial | None = None, on_event: OnEvent | None = None
+) -> GenerationResult:
     """Call images.generate on the route for this request; raise ImageGenError on failure.
 
-    With partial_images > 0 the call streams; each preview goes to `on_partial` as it arrives.
+    With partial_images > 0 the call streams; each preview goes to `on_partial` as it arrives
+    and every event calls `on_event` (the worker extends its lease there).
     """
-    return _call(client_for(route).images, generation_params(request), request, on_partial)
+    return _call(
+        client_for(route).images, generation_params(request), request, on_partial, on_event
+    )
 
 
 def edit(
-    route, request, inputs: EditInputs, on_partial: OnPartial | None = None
+    route,
+    request,
+    inputs: EditInputs,
+    on_partial: OnPartial | None = None,
+    on_event: OnEvent | None = None,
 ) -> GenerationResult:
     """Call images.edit with the request's images and mask; raise ImageGenError on failure.
 
@@ -141,99 +166,119 @@ def edit(
     params["image"] = inputs.images[0] if len(inputs.images) == 1 else inputs.images
     if inputs.mask is not None:
         params["mask"] = inputs.mask
-    return _call(client_for(route).images, params, request, on_partial, edit=True)
+    return _call(client_for(route).images, params, request, on_partial, on_event, edit=True)
 
 
-def _call(images_api, params: dict, request, on_partial, *, edit: bool = False):
+def _call(images_api, params: dict, request, on_partial, on_event, *, edit: bool = False):
     method = images_api.with_raw_response.edit if edit else images_api.with_raw_response.generate
     streaming = request.partial_images > 0
     if streaming:
         params = {**params, "stream": True, "partial_images": request.partial_images}
     try:
         raw = method(**params)
-        response = raw.parse()
-        if streaming:
-            return _streamed_result(raw, response, request, on_partial)
     except openai.APIError as error:
         raise classify(error) from error
-    return _result(raw, response, request)
+    if streaming:
+        return _streamed_result(raw, request, on_partial, on_event)
+    return _result(raw, request)
 
 
-def _streamed_result(raw, stream, request, on_partial: OnPartial | None) -> GenerationResult:
-    """Read an Image API stream: `*.partial_image` events, then one `*.completed` per image.
+def _streamed_result(
+    raw, request, on_partial: OnPartial | None, on_event: OnEvent | None
+) -> GenerationResult:
+    """Read an Image API stream: `*.partial_image` events, then one `*.completed` per image;
+    other events are skipped.
 
-    An `error` event makes the SDK raise openai.APIError, classified by the caller.
+    Anything that breaks the stream after its 200 (an `error` event, a dropped or timed-out
+    connection, an unreadable final image) is an incomplete answer: with no image it is an
+    ImageGenError, possibly billed, with the status, request ID and any usage seen kept;
+    after some images, those are kept and the result says what went missing.
     """
-    provider_request_id = raw.headers.get("x-request-id", "")
+    readings: list[UsageReading] = []
     images: list[GeneratedImage] = []
-    usages: list[Usage] = []
-    with stream:  # closes the connection if a bad image ends the reading early
-        for event in stream:
-            kind = event.type.rsplit(".", 1)[-1]
-            if kind == "completed":
-                usage = Usage.from_api(event.usage.model_dump() if event.usage else None)
-                if usage is not None:
-                    usages.append(usage)
-            try:
-                image = decode_image(event.b64_json, expected=request.output_format)
-            except ImageGenError as error:
-                if kind == "partial_image":
-                    # A broken preview is only a preview: the final image may still be good.
-                    log.warning("skipping an unreadable partial image: %s", error.message)
+    failure: ImageGenError | None = None
+    try:
+        with raw.parse() as stream:  # closes the connection if reading ends early
+            for event in stream:
+                if on_event is not None:
+                    on_event()
+                kind = str(getattr(event, "type", "")).rsplit(".", 1)[-1]
+                if kind not in ("partial_image", "completed"):
                     continue
-                error.provider_request_id = provider_request_id
-                error.http_status = raw.status_code
-                error.billed_usage = sum_usage(usages)
-                raise
-            if kind == "partial_image":
-                if on_partial is not None:
-                    on_partial(PartialImage(len(images), event.partial_image_index, image))
-            elif kind == "completed":
-                images.append(image)
+                if kind == "completed":
+                    readings.append(read_usage(getattr(event, "usage", None)))
+                try:
+                    image = decode_image(
+                        getattr(event, "b64_json", None), expected=request.output_format
+                    )
+                except ImageGenError:
+                    if kind == "partial_image":
+                        # A broken preview is only a preview: the final image may still be good.
+                        log.warning("skipping an unreadable partial image")
+                        continue
+                    raise
+                if kind == "partial_image":
+                    if on_partial is not None:
+                        index = getattr(event, "partial_image_index", 0) or 0
+                        on_partial(PartialImage(len(images), index, image))
+                else:
+                    images.append(image)
+    except ImageGenError as error:
+        failure = error
+    except (openai.APIError, httpx2.HTTPError) as error:
+        failure = _broken_stream(error)
+    except Exception as error:  # an event the SDK could not make sense of
+        failure = ImageGenError("unknown", f"The stream could not be read ({error!r}).")
+    usage = combine_readings(readings) or read_usage(None)
     if not images:
-        raise ImageGenError(
-            "invalid_output",
-            "The stream ended without a completed image.",
-            http_status=raw.status_code,
-            provider_request_id=provider_request_id,
-            billed_usage=sum_usage(usages),
+        failure = failure or ImageGenError("invalid_output", "The stream ended without an image.")
+        raise failure.answered(raw, usage)
+    return _delivered(raw, request, images, usage, failure)
+
+
+def _delivered(raw, request, images, usage, failure=None) -> GenerationResult:
+    """A 200 that delivered images: all that were asked for, or fewer (then a note says so,
+    and a failure after some images makes the answer incomplete), never more than n."""
+    note, answer = "", Answer.COMPLETE
+    if failure is not None:
+        note = (
+            f"The answer broke after {len(images)} of {request.n} image(s) ({failure.message}); "
+            "the images that arrived are kept."
         )
-    return GenerationResult(images, sum_usage(usages), provider_request_id, raw.status_code)
-
-
-def sum_usage(usages: list[Usage]) -> Usage | None:
-    """One usage for a request streamed as several completed events (n > 1)."""
-    if not usages:
-        return None
-    return Usage(
-        **{
-            name: sum(getattr(usage, name) for usage in usages)
-            for name in Usage.__dataclass_fields__
-        }
+        answer = Answer.INCOMPLETE
+    elif len(images) < request.n:
+        note = f"The provider delivered {len(images)} of the {request.n} images asked for."
+    elif len(images) > request.n:
+        note = f"The provider sent {len(images)} images for {request.n}; the first are kept."
+        images = images[: request.n]
+    return GenerationResult(
+        images, usage, raw.headers.get("x-request-id", ""), raw.status_code, answer, note
     )
 
 
-def _result(raw, response, request) -> GenerationResult:
-    provider_request_id = raw.headers.get("x-request-id", "")
-    usage = Usage.from_api(response.usage.model_dump() if response.usage else None)
-    images = []
-    for item in response.data or []:
-        try:
-            images.append(decode_image(item.b64_json, expected=request.output_format))
-        except ImageGenError as error:
-            error.provider_request_id = provider_request_id
-            error.http_status = raw.status_code
-            error.billed_usage = usage
-            raise
-    if not images:
+def _result(raw, request) -> GenerationResult:
+    try:
+        response = raw.parse()
+        usage = read_usage(getattr(response, "usage", None))
+        items = getattr(response, "data", None)
+        items = items if isinstance(items, list) else []
+    except Exception as error:  # a 200 whose body is not an ImagesResponse
         raise ImageGenError(
-            "invalid_output",
-            "The provider answered without any image.",
-            http_status=raw.status_code,
-            provider_request_id=provider_request_id,
-            billed_usage=usage,
+            "invalid_output", f"The provider's answer could not be read ({error})."
+        ).answered(raw) from error
+    images = []
+    try:
+        for item in items:
+            images.append(
+                decode_image(getattr(item, "b64_json", None), expected=request.output_format)
+            )
+    except ImageGenError as error:
+        raise error.answered(raw, usage) from None
+    if not images:
+        raise ImageGenError("invalid_output", "The provider answered without any image.").answered(
+            raw, usage
         )
-    return GenerationResult(images, usage, provider_request_id, raw.status_code)
+    return _delivered(raw, request, images, usage)
 
 
 @dataclass(frozen=True)
@@ -246,10 +291,13 @@ class AssistantResult:
     text: str
     images: list[GeneratedImage]
     response_id: str
-    usage: Usage | None
-    mainline_usage: Usage | None
+    usage: UsageReading
+    mainline_usage: UsageReading
     provider_request_id: str
     http_status: int
+    mainline_model: str = ""  # the model the response says answered
+    answer: Answer = Answer.COMPLETE
+    note: str = ""
 
 
 def responses_params(route, request, previous_response_id: str | None) -> dict:
@@ -270,7 +318,11 @@ def responses_params(route, request, previous_response_id: str | None) -> dict:
 
 
 def respond(
-    route, request, previous_response_id: str | None = None, on_partial: OnPartial | None = None
+    route,
+    request,
+    previous_response_id: str | None = None,
+    on_partial: OnPartial | None = None,
+    on_event: OnEvent | None = None,
 ) -> AssistantResult:
     """One assistant turn through client.responses.create; streamed when partial previews
     are asked for (`response.image_generation_call.partial_image`, `partial_image_b64`)."""
@@ -278,49 +330,77 @@ def respond(
     streaming = request.partial_images > 0
     try:
         raw = client_for(route).responses.with_raw_response.create(**params, stream=streaming)
-        parsed = raw.parse()
-        response = _read_response_stream(parsed, request, on_partial) if streaming else parsed
     except openai.APIError as error:
         raise classify(error) from error
-    provider_request_id = raw.headers.get("x-request-id", "")
-    status = getattr(response, "status", "completed")
-    if status != "completed":
-        raise ImageGenError(
-            "provider_5xx" if status == "failed" else "unknown",
-            f"The response ended {status}.",
-            raw.status_code,
-            provider_request_id=provider_request_id,
+    try:
+        parsed = raw.parse()
+        response = (
+            _read_response_stream(parsed, request, on_partial, on_event) if streaming else parsed
         )
-    images = []
-    for item in response.output:
-        if item.type == "image_generation_call":
-            try:
-                images.append(decode_image(item.result, expected=request.output_format))
-            except ImageGenError as error:
-                error.provider_request_id = provider_request_id
-                error.http_status = raw.status_code
-                raise
+        usage, mainline_usage = _image_tool_usage(response), _mainline_usage(response)
+        status = str(getattr(response, "status", None) or "unknown")
+        output = getattr(response, "output", None)
+        calls = [
+            item
+            for item in (output if isinstance(output, list) else [])
+            if getattr(item, "type", "") == "image_generation_call"
+        ]
+        images = [
+            decode_image(getattr(item, "result", None), expected=request.output_format)
+            for item in calls
+        ]
+        text = str(getattr(response, "output_text", "") or "")
+    except ImageGenError as error:
+        raise error.answered(raw) from None
+    except (openai.APIError, httpx2.HTTPError) as error:
+        raise _broken_stream(error).answered(raw) from error
+    except Exception as error:  # a 200 whose body is not a Response
+        raise ImageGenError(
+            "invalid_output", f"The provider's answer could not be read ({error!r})."
+        ).answered(raw) from error
+    note, answer = "", Answer.COMPLETE
+    if status != "completed":
+        if not images:
+            raise ImageGenError(
+                "provider_5xx" if status == "failed" else "unknown",
+                f"The response ended {status}, without an image.",
+            ).answered(raw, usage)
+        note = f"The response ended {status}; the image it had made is kept."
+        answer = Answer.INCOMPLETE
     return AssistantResult(
-        text=response.output_text,
+        text=text,
         images=images,
-        response_id=response.id,
-        usage=_image_tool_usage(response),
-        mainline_usage=_mainline_usage(response),
-        provider_request_id=provider_request_id,
+        response_id=str(getattr(response, "id", "") or ""),
+        usage=usage,
+        mainline_usage=mainline_usage,
+        provider_request_id=raw.headers.get("x-request-id", ""),
         http_status=raw.status_code,
+        mainline_model=str(getattr(response, "model", "") or ""),
+        answer=answer,
+        note=note,
     )
 
 
-def _read_response_stream(stream, request, on_partial: OnPartial | None):
+def _read_response_stream(
+    stream, request, on_partial: OnPartial | None, on_event: OnEvent | None = None
+):
     """Hand each partial preview over as it arrives; the final response comes whole in
     `response.completed` (or `response.failed`). An `error` event raises openai.APIError."""
     finished = None
     calls_done = 0
     with stream:
         for event in stream:
+            if on_event is not None:
+                on_event()
             if event.type == "response.image_generation_call.partial_image":
                 if on_partial is not None:
-                    image = decode_image(event.partial_image_b64, expected=request.output_format)
+                    try:
+                        image = decode_image(
+                            event.partial_image_b64, expected=request.output_format
+                        )
+                    except ImageGenError:
+                        log.warning("skipping an unreadable partial image")
+                        continue
                     on_partial(PartialImage(calls_done, event.partial_image_index, image))
             elif event.type == "response.image_generation_call.completed":
                 calls_done += 1
@@ -331,21 +411,16 @@ def _read_response_stream(stream, request, on_partial: OnPartial | None):
     return finished
 
 
-def _mainline_usage(response) -> Usage | None:
-    if response.usage is None:
-        return None
-    return Usage(
-        input_text_tokens=response.usage.input_tokens,
-        cached_text_tokens=response.usage.input_tokens_details.cached_tokens or 0,
-        output_text_tokens=response.usage.output_tokens,
-    )
+def _mainline_usage(response) -> UsageReading:
+    """The mainline model's own tokens, in whatever shape the provider reported them."""
+    return read_usage(getattr(response, "usage", None), outputs="text")
 
 
-def _image_tool_usage(response) -> Usage | None:
+def _image_tool_usage(response) -> UsageReading:
     """The image tool's tokens (`tool_usage.image_gen`), when the provider reports them."""
-    extra = response.model_dump().get("tool_usage") or {}
+    extra = response.model_dump().get("tool_usage") if hasattr(response, "model_dump") else None
     image_gen = extra.get("image_gen") if isinstance(extra, dict) else None
-    return Usage.from_api(image_gen) if image_gen else None
+    return read_usage(image_gen)
 
 
 def decode_image(b64: str | None, *, expected: str | None = None) -> GeneratedImage:
@@ -380,11 +455,25 @@ def decode_image(b64: str | None, *, expected: str | None = None) -> GeneratedIm
 def classify(error: openai.APIError) -> ImageGenError:
     """Map an SDK exception to a retry reason: timeout, rate_limit, provider_5xx, ..."""
     if isinstance(error, openai.APITimeoutError):
-        return ImageGenError("timeout", "The provider did not answer within the route's timeout.")
+        if isinstance(error.__cause__, httpx2.ConnectTimeout | httpx2.PoolTimeout):
+            return ImageGenError(
+                "timeout", "The provider could not be reached in time.", answer=Answer.NOT_SENT
+            )
+        return ImageGenError(
+            "timeout",
+            "The provider did not answer within the route's timeout.",
+            answer=Answer.NO_ANSWER,
+        )
     if isinstance(error, openai.APIConnectionError):
-        return ImageGenError("connection", f"Could not reach the provider: {error.message}")
+        sent = not isinstance(error.__cause__, httpx2.ConnectError)
+        return ImageGenError(
+            "connection",
+            f"{'The connection to the provider broke' if sent else 'Could not reach the provider'}"
+            f": {error.message}",
+            answer=Answer.NO_ANSWER if sent else Answer.NOT_SENT,
+        )
     if not isinstance(error, openai.APIStatusError):
-        return _classify_stream_error(error)
+        return _broken_stream(error)
 
     status = error.status_code
     body = error.body if isinstance(error.body, dict) else {}
@@ -395,6 +484,17 @@ def classify(error: openai.APIError) -> ImageGenError:
     request_id = error.response.headers.get("x-request-id", "") if error.response else ""
     retry_after = _retry_after_seconds(error.response.headers.get("retry-after"))
 
+    if status in GATEWAY_TIMEOUT_STATUSES:
+        # A gateway that gave up waiting: the provider behind it may still finish and bill.
+        return ImageGenError(
+            "timeout",
+            f"The provider's gateway gave up waiting (HTTP {status}): {message}",
+            status,
+            code,
+            request_id,
+            retry_after,
+            answer=Answer.NO_ANSWER,
+        )
     if status == 429:
         reason = "rate_limit"
     elif status >= 500:
@@ -407,8 +507,14 @@ def classify(error: openai.APIError) -> ImageGenError:
         reason = "validation"
     else:
         reason = "unknown"
-    return ImageGenError(reason, message, status, code, request_id, retry_after)
+    return ImageGenError(
+        reason, message, status, code, request_id, retry_after, answer=Answer.ERROR
+    )
 
+
+# 408 Request Timeout, 499 client closed (nginx), 504 Gateway Timeout, 524 (Cloudflare's
+# origin timeout): the answer of a proxy that stopped waiting, not of the image model.
+GATEWAY_TIMEOUT_STATUSES = {408, 499, 504, 524}
 
 STREAM_ERROR_REASONS = {
     "server_error": "provider_5xx",
@@ -419,8 +525,14 @@ STREAM_ERROR_REASONS = {
 }
 
 
-def _classify_stream_error(error: openai.APIError) -> ImageGenError:
-    """An `error` event inside a stream (HTTP 200 already sent): classify by its code/type."""
+def _broken_stream(error: Exception) -> ImageGenError:
+    """A stream that broke after its 200: an `error` event (classified by its code/type), or
+    a connection that dropped or timed out while reading. The caller adds the 200's status,
+    request ID and any usage seen."""
+    if isinstance(error, httpx2.TimeoutException | openai.APITimeoutError):
+        return ImageGenError("timeout", "The stream stopped sending within the route's timeout.")
+    if isinstance(error, httpx2.HTTPError | openai.APIConnectionError):
+        return ImageGenError("connection", f"The stream's connection broke: {error}.")
     body = error.body if isinstance(error.body, dict) else {}
     code = str(getattr(error, "code", None) or body.get("code") or "")
     kind = str(getattr(error, "type", None) or body.get("type") or "")

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +23,8 @@ from django.db.models.functions import Coalesce, Concat
 from django.urls import reverse
 from django.utils import timezone
 
-from studio import imagerules, pricing
+from studio import billing, imagerules, pricing
+from studio.pricing import money
 from studio.uploads import CheckedImage
 
 DEFAULT_MODEL = "gpt-image-2"
@@ -73,7 +76,8 @@ class Route(models.Model):
     price_per_call = models.DecimalField(
         "USD per call", max_digits=10, decimal_places=4, null=True, blank=True
     )
-    timeout_seconds = models.PositiveIntegerField(default=150)
+    # The seeds: complex prompts take up to about 2 minutes; 300 s leaves a wide margin.
+    timeout_seconds = models.PositiveIntegerField(default=300)
     retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -82,6 +86,12 @@ class Route(models.Model):
     )
     max_attempts = models.PositiveSmallIntegerField(
         default=3, help_text="Calls one request may make on this route, retries included."
+    )
+    timeout_retries = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Calls sent again after a timeout. A timed-out call may have been billed, "
+        "so each retry may bill again: 0 (the default) never does; a retry is also never "
+        "made when the possible spend would not fit a budget.",
     )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(
@@ -536,6 +546,12 @@ class BudgetExceeded(Exception):
         super().__init__(message)
 
 
+# What a request counts against a budget: its cost once known; else what it may have cost
+# (exposure: known costs plus possibly billed attempts' estimates); else, while it waits or
+# runs, its estimate. Sandbox requests never count (their costs are simulated).
+COMMITTED_SPEND = Coalesce("cost", "exposure", "estimated_cost")
+
+
 class Budget(models.Model):
     """A monthly spending limit for one user, or (one row) for the whole studio.
 
@@ -584,7 +600,7 @@ class Budget(models.Model):
         )
         if self.scope == self.Scope.USER:
             requests = requests.filter(created_by_id=self.user_id)
-        total = requests.aggregate(total=Sum(Coalesce("cost", "estimated_cost")))["total"]
+        total = requests.aggregate(total=Sum(COMMITTED_SPEND))["total"]
         return total or Decimal(0)
 
     def remaining(self) -> Decimal:
@@ -597,6 +613,21 @@ class Budget(models.Model):
         )
 
     @classmethod
+    def fits(cls, user, request: GenerationRequest, committed: Decimal) -> bool:
+        """Whether `request` may commit `committed` in all (another call after a possibly
+        billed one, say) within every budget that applies to `user`."""
+        if request.route.is_sandbox:
+            return True
+        counted = request.cost
+        if counted is None:
+            counted = request.exposure if request.exposure is not None else request.estimated_cost
+        for budget in cls.applying_to(user):
+            spent = budget.spent_this_month() - (counted or Decimal(0))
+            if spent + committed > budget.monthly_limit:
+                return False
+        return True
+
+    @classmethod
     def enforce(cls, user, estimate: Decimal | None) -> None:
         """Raise BudgetExceeded when the estimate does not fit. Call inside a transaction."""
         # Lock the budget rows so two submissions cannot both spend the last dollars.
@@ -607,6 +638,10 @@ class Budget(models.Model):
             spent = budget.spent_this_month()
             if estimate is None or spent + estimate > budget.monthly_limit:
                 raise BudgetExceeded(budget, spent, estimate)
+
+
+# Why a request ended after a worker was lost mid-call; a call that finishes later corrects it.
+LOST_CALL_REASONS = ("unknown_outcome", "storage_failed")
 
 
 class Status(models.TextChoices):
@@ -685,6 +720,13 @@ class GenerationRequest(models.Model):
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # When the cost is not known (an attempt possibly billed, or billed without a price):
+    # at most this much may have been spent, known costs plus each unknown one's exposure.
+    # Budgets count it as committed spend.
+    exposure = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    ledger_note = models.TextField(
+        blank=True, help_text="What the studio did to settle this request's calls."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # Where and when the next attempt goes, set when a retry is scheduled.
@@ -890,14 +932,18 @@ class GenerationRequest(models.Model):
         self.refresh_from_db()
         return bool(claimed)
 
-    def _finish(self, status: str, reason: str = "", message: str = "") -> bool:
+    def _finish(
+        self, status: str, reason: str = "", message: str = "", *, from_status=Status.RUNNING
+    ) -> bool:
         """End a running request; False (and nothing written) if it is no longer running."""
-        ended = GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).update(
+        cost, exposure = self.cost_and_exposure()
+        ended = GenerationRequest.objects.filter(pk=self.pk, status=from_status).update(
             status=status,
             failure_reason=reason,
             failure_message=message,
             finished_at=timezone.now(),
-            cost=self.total_attempt_cost(),
+            cost=cost,
+            exposure=exposure,
             lease_expires_at=None,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
@@ -907,10 +953,54 @@ class GenerationRequest(models.Model):
 
     def total_attempt_cost(self) -> Decimal | None:
         """What every attempt cost together; None (unpriced) if any attempt's price is unknown."""
-        costs = list(self.attempts.values_list("cost", flat=True))
-        if any(cost is None for cost in costs):
-            return None
-        return sum(costs, Decimal(0))
+        return self.cost_and_exposure()[0]
+
+    def cost_and_exposure(self) -> tuple[Decimal | None, Decimal | None]:
+        """(cost, exposure) of the attempts so far: the cost when every attempt's is known,
+        else None and the most that may have been spent (known costs plus exposures; None
+        when an unknown cost has no exposure either, e.g. an unpriced route)."""
+        rows = list(self.attempts.values_list("cost", "exposure", "outcome"))
+        if all(cost is not None for cost, _, _ in rows):
+            return sum((cost for cost, _, _ in rows), Decimal(0)), None
+        total = Decimal(0)
+        for cost, exposure, outcome in rows:
+            if outcome == Attempt.Outcome.CALLING:
+                exposure = self.exposure_base  # still out: it may cost up to the estimate
+            if cost is not None:
+                total += cost
+            elif exposure is not None:
+                total += exposure
+            else:
+                return None, None
+        return None, total
+
+    @property
+    def cost_basis(self) -> str:
+        """The request's billing in one word, for its page: possibly billed when any attempt
+        may have been billed; not billed when no attempt was; unpriced when a billed
+        attempt has no price; "" when its cost is known (or nothing was called yet)."""
+        bases = set(self.attempts.values_list("cost_basis", flat=True))
+        if Attempt.CostBasis.POSSIBLY_BILLED in bases:
+            return Attempt.CostBasis.POSSIBLY_BILLED
+        if bases == {Attempt.CostBasis.NOT_BILLED}:
+            return Attempt.CostBasis.NOT_BILLED
+        if self.cost is None and Attempt.CostBasis.UNPRICED in bases:
+            return Attempt.CostBasis.UNPRICED
+        return ""
+
+    @property
+    def exposure_base(self) -> Decimal | None:
+        """What one call of this request may cost at most, as far as the studio knows: its
+        estimate (images, previews, prompt and input images; a flat price times n)."""
+        return self.estimated_cost
+
+    def may_have_been_billed(self) -> bool:
+        """True once any attempt may have cost money (billed, possibly billed, or still in
+        flight): from then on the request is never sent again automatically."""
+        return any(
+            billing.may_have_billed(basis)
+            for basis in self.attempts.values_list("cost_basis", flat=True)
+        )
 
     def succeed(self, attempt: Attempt) -> bool:
         self.input_tokens = (
@@ -932,9 +1022,23 @@ class GenerationRequest(models.Model):
     def is_still_running(self) -> bool:
         return GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).exists()
 
+    def extend_lease(self, route: Route) -> bool:
+        """Keep the row with its worker while the call shows signs of life."""
+        lease = timezone.now() + timedelta(
+            seconds=route.timeout_seconds + settings.LEASE_GRACE_SECONDS
+        )
+        return bool(
+            GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).update(
+                lease_expires_at=lease
+            )
+        )
+
     def schedule_retry(self, route: Route, delay: float, because: str) -> bool:
-        """Hand the row back to the queue for another attempt, on this or another route."""
+        """Hand the row back to the queue for another attempt, on this or another route.
+        While it waits, budgets count what its attempts may already have cost."""
+        _, exposure = self.cost_and_exposure()
         queued = GenerationRequest.objects.filter(pk=self.pk, status=Status.RUNNING).update(
+            exposure=None if exposure is None else exposure + (self.estimated_cost or 0),
             status=Status.QUEUED,
             next_route=route,
             next_route_because=because,
@@ -949,9 +1053,12 @@ class GenerationRequest(models.Model):
     def cancel(self, by) -> bool:
         """Stop a queued or running request. A call in flight still finishes and is billed;
         its result is discarded and its cost recorded."""
+        cost, exposure = self.cost_and_exposure()
         cancelled = GenerationRequest.objects.filter(
             pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]
         ).update(
+            cost=cost,
+            exposure=exposure,
             status=Status.CANCELLED,
             failure_reason="cancelled",
             failure_message=f"Cancelled by {by.get_username()}.",
@@ -965,9 +1072,11 @@ class GenerationRequest(models.Model):
     def resolve_stuck(self) -> str:
         """Settle a running row whose worker vanished (crash, kill, lost connection).
 
-        A call that was in flight may have been generated and billed by the provider: it is
-        marked unknown and the request ends, so nothing is paid twice behind anyone's back.
-        A row that never reached the provider goes back to the queue.
+        A call whose worker kept a receipt in storage delivered: the request is finished
+        from what was received. A call in flight without one may have been generated and
+        billed: it is marked unknown and the request ends. A request goes back to the queue
+        only when none of its attempts may have been billed, so nothing is paid twice
+        behind anyone's back.
         """
         with transaction.atomic():
             row = (
@@ -977,16 +1086,14 @@ class GenerationRequest(models.Model):
             )
             if row is None:
                 return "not stuck"
+            if row.finish_from_receipts():
+                self.refresh_from_db()
+                return "finished"
             in_flight = list(row.attempts.filter(outcome=Attempt.Outcome.CALLING))
             for attempt in in_flight:
                 attempt.mark_unknown()
-            if in_flight:
-                row.fail(
-                    "unknown_outcome",
-                    "The worker stopped while the provider was generating this request; the "
-                    "provider may have produced and billed it. It was not retried, so nothing "
-                    "is paid twice. Run it again if you still need it.",
-                )
+            if row.may_have_been_billed():
+                row.fail(*row.lost_call_explanation())
                 self.refresh_from_db()
                 return "failed"
             GenerationRequest.objects.filter(pk=row.pk).update(
@@ -996,6 +1103,62 @@ class GenerationRequest(models.Model):
         self.refresh_from_db()
         return "requeued"
 
+    def recount_cost(self) -> None:
+        """Write the cost (or exposure) of an ended request again from its attempts, after
+        one of them was settled late (an abandoned call marked unknown)."""
+        cost, exposure = self.cost_and_exposure()
+        GenerationRequest.objects.filter(pk=self.pk, status__in=TERMINAL_STATUSES).update(
+            cost=cost, exposure=exposure
+        )
+        self.refresh_from_db()
+
+    def lost_call_explanation(self) -> tuple[str, str]:
+        """(reason, message) for a request whose worker stopped after a call that may have
+        been billed: what happened, what it may have cost, and that it was not sent again."""
+        _, exposure = self.cost_and_exposure()
+        cost = f" It may have cost up to {money(exposure)}." if exposure is not None else ""
+        if self.attempts.filter(outcome=Attempt.Outcome.SUCCEEDED).exists():
+            return (
+                "storage_failed",
+                "The provider generated and billed the images, but the worker stopped before "
+                f"they were stored, and they are lost.{cost} The request was not sent again, so "
+                "nothing is paid twice; run it again if you still need it.",
+            )
+        return (
+            "unknown_outcome",
+            "The worker stopped while the provider was generating this request; the provider "
+            f"may have produced and billed it.{cost} It was not sent again, so nothing is paid "
+            "twice. Run it again if you still need it.",
+        )
+
+    def add_ledger_note(self, note: str) -> None:
+        """Say, on the request, what the studio did to settle its ledger (shown on its page)."""
+        GenerationRequest.objects.filter(pk=self.pk).update(
+            ledger_note=Concat("ledger_note", Value(note + " "))
+        )
+        self.refresh_from_db(fields=["ledger_note"])
+
+    def finish_from_receipts(self, note: str = "") -> bool:
+        """Finish a request from the payload a worker kept in storage after a paid call
+        (studio.models.keep_payload): the attempt is recorded from the receipt, the stored
+        images get their rows and the request succeeds. True when a receipt was found."""
+        if self.outputs.filter(kind=OutputImage.Kind.FINAL).exists():
+            return False
+        for attempt in self.attempts.exclude(outcome=Attempt.Outcome.FAILED).order_by("-number"):
+            receipt = read_receipt(self.id, attempt.number)
+            if receipt is None:
+                continue
+            record_kept_call(
+                self,
+                attempt,
+                receipt,
+                note=note
+                or "Its worker stopped after the call; the request was finished from the images "
+                "and receipt it had stored.",
+            )
+            return True
+        return False
+
     def route_for_next_attempt(self) -> tuple[Route, str]:
         if self.next_route_id:
             return self.next_route, self.next_route_because
@@ -1003,8 +1166,10 @@ class GenerationRequest(models.Model):
 
     def record_discarded_call(self) -> None:
         """A call that finished after the request was cancelled: keep its cost on the row."""
+        cost, exposure = self.cost_and_exposure()
         GenerationRequest.objects.filter(pk=self.pk, status=Status.CANCELLED).update(
-            cost=self.total_attempt_cost(),
+            cost=cost,
+            exposure=exposure,
             failure_message=Concat(
                 "failure_message",
                 Value(
@@ -1110,10 +1275,12 @@ class Attempt(models.Model):
         UNKNOWN = "unknown"
 
     class CostBasis(models.TextChoices):
+        # The values are studio.billing.Basis; each stands for one billing state.
         TOKENS = "tokens", "Tokens x price sheet"
         PER_CALL = "per_call", "Route price per call"
-        UNPRICED = "unpriced", "Unpriced"
-        NOT_BILLED = "not_billed", "Not billed (error without usage)"
+        UNPRICED = "unpriced", "Billed, unpriced"
+        NOT_BILLED = "not_billed", "Not billed (error answer)"
+        POSSIBLY_BILLED = "possibly_billed", "Possibly billed"
 
     request = models.ForeignKey(
         GenerationRequest, on_delete=models.CASCADE, related_name="attempts"
@@ -1149,6 +1316,13 @@ class Attempt(models.Model):
     mainline_input_tokens = models.PositiveIntegerField(default=0)
     mainline_output_tokens = models.PositiveIntegerField(default=0)
     image_tool_cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    mainline_cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # Billing (studio.billing): when the cost is unknown, at most this much may have been
+    # spent (the request's estimate); what the provider reported, and why it is unpriced.
+    exposure = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    usage_shape = models.CharField(max_length=20, blank=True)
+    raw_usage = models.JSONField(null=True, blank=True)
+    billing_note = models.TextField(blank=True)
 
     class Meta:
         ordering = ["request", "number"]
@@ -1197,6 +1371,20 @@ class Attempt(models.Model):
             request_shape=request.request_shape(),
         )
 
+    @classmethod
+    def begin_call(
+        cls, request: GenerationRequest, route: Route, routed_because: str = ""
+    ) -> Attempt | None:
+        """The attempt of a call about to be sent, only while the request is still running
+        (a cancel or a sweep since the claim wins): None means send nothing."""
+        with transaction.atomic():
+            running = (
+                GenerationRequest.objects.select_for_update()
+                .filter(pk=request.pk, status=Status.RUNNING)
+                .exists()
+            )
+            return cls.begin(request, route, routed_because) if running else None
+
     def _close(self, started_monotonic: float, ended_monotonic: float) -> None:
         self.finished_at = timezone.now()
         self.latency_ms = max(0, round((ended_monotonic - started_monotonic) * 1000))
@@ -1204,20 +1392,23 @@ class Attempt(models.Model):
     def record_success(
         self,
         *,
-        usage: pricing.Usage | None,
+        usage: pricing.UsageReading | pricing.Usage | None,
         provider_request_id: str,
         http_status: int,
         started: float,
         ended: float,
         images: int = 1,
+        answer: billing.Answer = billing.Answer.COMPLETE,
     ) -> None:
+        """A 200 that delivered images (`answer` INCOMPLETE when it broke after some). Billed
+        when its usage (or the route's flat price) is known; possibly billed when the usage
+        is missing, zero or unreadable."""
         self._close(started, ended)
         self.outcome = self.Outcome.SUCCEEDED
+        self.retry_reason = ""
         self.provider_request_id = provider_request_id
         self.http_status = http_status
-        if usage is not None:
-            self.record_usage(usage)
-        self.price(usage, images=images)
+        self.settle(answer, _reading(usage), images=images)
         self.save()
 
     def record_failure(
@@ -1230,8 +1421,13 @@ class Attempt(models.Model):
         provider_request_id: str,
         started: float,
         ended: float,
-        billed_usage: pricing.Usage | None = None,
+        answer: billing.Answer | None = None,
+        usage: pricing.UsageReading | pricing.Usage | None = None,
     ) -> None:
+        """A call that produced no usable images. `answer` says how far it got (an error
+        answer by default when there is an HTTP status, else no answer at all)."""
+        if answer is None:
+            answer = billing.Answer.ERROR if http_status else billing.Answer.NO_ANSWER
         self._close(started, ended)
         self.outcome = self.Outcome.FAILED
         self.retry_reason = reason
@@ -1239,60 +1435,76 @@ class Attempt(models.Model):
         self.error_code = error_code
         self.error_message = message
         self.provider_request_id = provider_request_id
-        if billed_usage is not None:
-            # The provider answered and billed, but what came back was unusable.
-            self.record_usage(billed_usage)
-            self.price(billed_usage)
-        elif reason in (self.RetryReason.TIMEOUT, self.RetryReason.UNKNOWN):
-            # No answer: the provider may still have finished, and billed, the call.
-            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
-        elif self.route.pricing_mode == Route.PricingMode.TOKENS:
-            # An error answer reports no usage, and per-token contracts bill only usage.
-            self.cost, self.cost_basis = Decimal(0), self.CostBasis.NOT_BILLED
-        else:
-            # Whether a flat-price provider bills failed calls is its contract's business.
-            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
+        self.settle(answer, _reading(usage), images=0)
         self.save()
 
-    def mark_unknown(self) -> bool:
+    def mark_unknown(self, note: str = "") -> bool:
         """Record that the worker stopped during this call. Only while the call is still
         in flight: a result its worker recorded meanwhile is kept. True if marked."""
+        bill = billing.decide(
+            billing.Answer.NO_ANSWER, usage=None, images=0, exposure=self.request.exposure_base
+        )
         values = {
             "outcome": self.Outcome.UNKNOWN,
             "retry_reason": self.RetryReason.UNKNOWN,
-            "error_message": (
+            "error_message": note
+            or (
                 "The worker stopped during this call; the provider may have generated and "
                 "billed it."
             ),
             "finished_at": timezone.now(),
             "cost": None,
-            "cost_basis": self.CostBasis.UNPRICED,
+            "cost_basis": bill.basis,
+            "exposure": bill.exposure,
+            "billing_note": bill.note,
         }
         marked = Attempt.objects.filter(pk=self.pk, outcome=self.Outcome.CALLING).update(**values)
         self.refresh_from_db()
         return bool(marked)
 
-    def record_mainline(self, model: str, usage: pricing.Usage | None) -> None:
+    def record_mainline(self, model: str, usage: pricing.UsageReading | pricing.Usage | None):
         """An assistant turn: the image tool was priced from its usage (self.cost); add the
-        mainline model's tokens. Without a price sheet for that model the turn's cost is
-        unknown (unpriced), never 0; the tool's part stays in image_tool_cost."""
+        mainline model's tokens, named by the model the response says answered. Without a
+        price sheet for that model its tokens are unpriced (never 0), the tool's part stays
+        in image_tool_cost and the attempt's cost is unknown, with the tool's cost plus the
+        estimate as its exposure."""
+        reading = _reading(usage)
+        mainline = reading.usage if reading is not None and reading.priceable else None
         self.mainline_model = model
-        self.mainline_input_tokens = usage.input_tokens if usage else 0
-        self.mainline_output_tokens = usage.output_tokens if usage else 0
+        self.mainline_input_tokens = mainline.input_tokens if mainline else 0
+        self.mainline_output_tokens = mainline.output_tokens if mainline else 0
         self.image_tool_cost = self.cost if self.cost_basis == self.CostBasis.TOKENS else None
-        sheet = PriceSheet.objects.in_force(model, self.started_at)
-        if usage is None or sheet is None or self.image_tool_cost is None:
+        model = model or self.route.assistant_model
+        # A response names a dated snapshot ("gpt-5.4-2026-03-05"); a sheet for the route's
+        # model ("gpt-5.4") prices it when there is none for the snapshot.
+        sheet = PriceSheet.objects.in_force(model, self.started_at) or PriceSheet.objects.in_force(
+            self.route.assistant_model, self.started_at
+        )
+        self.mainline_cost = (
+            pricing.cost_of_usage(mainline, sheet) if mainline and sheet is not None else None
+        )
+        if self.image_tool_cost is not None and self.mainline_cost is not None:
+            self.cost = self.image_tool_cost + self.mainline_cost
+        elif billing.billing_of(self.cost_basis) is billing.Billing.BILLED:
             self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
-        else:
-            self.cost = self.image_tool_cost + pricing.cost_of_usage(usage, sheet)
+            self.exposure = (self.image_tool_cost or Decimal(0)) + (
+                self.request.exposure_base or Decimal(0)
+            )
+            if sheet is None:
+                self.billing_note = f"No price sheet for {model}: its tokens are unpriced."
+            elif mainline is None:
+                self.billing_note = f"{model} reported no usable usage: its tokens are unpriced."
         self.save(
             update_fields=[
                 "mainline_model",
                 "mainline_input_tokens",
                 "mainline_output_tokens",
                 "image_tool_cost",
+                "mainline_cost",
                 "cost",
                 "cost_basis",
+                "exposure",
+                "billing_note",
             ]
         )
 
@@ -1304,29 +1516,55 @@ class Attempt(models.Model):
         self.output_image_tokens = usage.output_image_tokens
         self.output_text_tokens = usage.output_text_tokens
 
-    def price(self, usage: pricing.Usage | None, images: int = 1) -> None:
-        """Cost from the route's flat price (per image generated, as the estimate counts it)
-        or from usage under the price sheet in force for the model the provider ran."""
-        if self.route.pricing_mode == Route.PricingMode.PER_CALL:
-            if self.route.price_per_call is None:
-                self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
-            else:
-                self.cost = self.route.price_per_call * max(1, images)
-                self.cost_basis = self.CostBasis.PER_CALL
-            return
-        sheet = PriceSheet.objects.in_force(
-            self.model_sent, self.started_at
-        ) or PriceSheet.objects.in_force(self.model_requested, self.started_at)
-        if usage is None or sheet is None:
-            self.cost, self.cost_basis = None, self.CostBasis.UNPRICED
-            return
-        self.cost = pricing.cost_of_usage(usage, sheet)
-        self.cost_basis = self.CostBasis.TOKENS
-        self.price_sheet = sheet
+    def settle(
+        self, answer: billing.Answer, usage: pricing.UsageReading | None, images: int
+    ) -> None:
+        """Decide this attempt's billing state and cost (studio.billing) and keep what the
+        provider reported. The price sheet is the one in force for the model the provider
+        ran, else for the model requested."""
+        per_call = self.route.pricing_mode == Route.PricingMode.PER_CALL
+        sheet = None
+        if not per_call:
+            sheet = PriceSheet.objects.in_force(
+                self.model_sent, self.started_at
+            ) or PriceSheet.objects.in_force(self.model_requested, self.started_at)
+        bill = billing.decide(
+            answer,
+            usage=usage,
+            images=images,
+            exposure=self.request.exposure_base,
+            price_per_call=self.route.price_per_call,
+            per_call=per_call,
+            sheet=sheet,
+        )
+        if usage is not None:
+            self.usage_shape, self.raw_usage = usage.shape, usage.raw
+            if usage.usage is not None:
+                self.record_usage(usage.usage)
+        self.cost, self.cost_basis, self.exposure = bill.cost, bill.basis, bill.exposure
+        self.price_sheet = bill.price_sheet
+        self.billing_note = bill.note
+
+    @property
+    def billing(self) -> billing.Billing | None:
+        """Not billed, billed or possibly billed; None while the call is in flight."""
+        return billing.billing_of(self.cost_basis)
+
+    @property
+    def billing_label(self) -> str:
+        state = self.billing
+        return billing.BILLING_LABELS[state] if state else "in flight"
 
 
-def output_upload_to(instance: OutputImage, filename: str) -> str:
-    return f"outputs/{instance.request_id}/{filename}"
+def _reading(usage) -> pricing.UsageReading | None:
+    """Accept a bare Usage (tests, hand-made rows) where a provider's reading is expected."""
+    if usage is None or isinstance(usage, pricing.UsageReading):
+        return usage
+    return pricing.UsageReading(usage, "image_api")
+
+
+def output_upload_to(instance: OutputImage | None, filename: str, request_id=None) -> str:
+    return f"outputs/{request_id or instance.request_id}/{filename}"
 
 
 class ReviewStatus(models.TextChoices):
@@ -1410,36 +1648,243 @@ class OutputImage(StoredImage, models.Model):
         self.save(update_fields=["drift_ratio", "drift_flagged"])
 
 
+def output_file_name(request_id, index: int, image, kind: str = OutputImage.Kind.FINAL) -> str:
+    extension = "jpg" if image.format == "jpeg" else image.format
+    prefix = "partial-" if kind == OutputImage.Kind.PARTIAL else ""
+    return output_upload_to(
+        None, f"{prefix}{index:02d}-{image.sha256[:16]}.{extension}", request_id=request_id
+    )
+
+
 def store_output(
     request: GenerationRequest,
     attempt: Attempt,
     index: int,
     image,
     kind: str = OutputImage.Kind.FINAL,
+    name: str | None = None,
 ) -> OutputImage:
-    """Save one verified image under outputs/<request-id>/ and record where it went."""
-    extension = "jpg" if image.format == "jpeg" else image.format
-    prefix = "partial-" if kind == OutputImage.Kind.PARTIAL else ""
+    """Record one verified image under outputs/<request-id>/, saving its file unless it is
+    already in storage under `name` (a payload kept before the rows were written)."""
     output = OutputImage(
         request=request,
         attempt=attempt,
         index=index,
         kind=kind,
         sha256=image.sha256,
-        bytes=len(image.data),
+        bytes=image.bytes if hasattr(image, "bytes") else len(image.data),
         width=image.width,
         height=image.height,
         format=image.format,
         delete_after=(timezone.now() + timedelta(days=request.route.retention())).date(),
     )
-    output.file.save(
-        f"{prefix}{index:02d}-{image.sha256[:16]}.{extension}",
-        ContentFile(image.data),
-        save=False,
-    )
+    if name is None:
+        output.file.save(
+            output_file_name(request.id, index, image, kind).rsplit("/", 1)[-1],
+            ContentFile(image.data),
+            save=False,
+        )
+    else:
+        output.file.name = name
     output.public_url = output.file.url
     output.save()
     return output
+
+
+# --- What a paid call delivered, kept before any row is written -------------------------------
+
+
+def receipt_name(request_id, attempt_number: int) -> str:
+    return f"outputs/{request_id}/receipt-{attempt_number:02d}.json"
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    """An image already in storage, as a receipt lists it."""
+
+    name: str
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    format: str
+
+
+def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -> dict:
+    """What a worker knows of a call the provider answered: status, request ID, latency, the
+    usage as read (studio.pricing.reading_to_json), what went missing, the files kept and,
+    for an assistant turn, its reply. The same dict is kept in storage (keep_payload) and
+    handed to record_kept_call."""
+    receipt = {
+        "request_id": str(request.id),
+        "provider_request_id": result.provider_request_id,
+        "http_status": result.http_status,
+        "latency_ms": latency_ms,
+        "answer": str(result.answer),
+        "note": result.note,
+        "usage": pricing.reading_to_json(result.usage),
+        "image_count": len(result.images),
+        "images": [kept_image.__dict__ for kept_image in kept],
+    }
+    if request.is_assistant_turn:
+        receipt["assistant"] = {
+            "text": result.text,
+            "response_id": result.response_id,
+            "mainline_model": result.mainline_model,
+            "mainline_usage": pricing.reading_to_json(result.mainline_usage),
+        }
+    return receipt
+
+
+def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_ms: int) -> dict:
+    """Save a paid call's images and its receipt to storage before any database row is
+    written (or read), so a worker that dies, or loses its database, after a billed call
+    leaves what the sweep needs to finish the request from what was received instead of
+    calling again. Storage is tried a few times; on failure nothing is left behind (no file
+    without its row) and the last error is raised."""
+    kept: list[KeptImage] = []
+    try:
+        for index, image in enumerate(result.images):
+            name = _save_with_retries(output_file_name(request.id, index, image), image.data)
+            kept.append(
+                KeptImage(
+                    name, image.sha256, len(image.data), image.width, image.height, image.format
+                )
+            )
+        receipt = call_receipt(request, result, latency_ms, kept)
+        _save_with_retries(
+            receipt_name(request.id, attempt.number), json.dumps(receipt).encode(), replace=True
+        )
+    except Exception:
+        _delete_kept(kept)  # no file without its row
+        raise
+    receipt["images"] = kept
+    return receipt
+
+
+def record_kept_call(
+    request: GenerationRequest,
+    attempt: Attempt,
+    receipt: dict,
+    note: str = "",
+    finish: bool = True,
+    drift: Sequence[float | None] = (),
+) -> list[OutputImage]:
+    """Write the rows of a paid call whose payload is kept in storage (keep_payload): the
+    attempt (billed from the receipt's usage), an output row per image, and the request's
+    end. The one path for a worker that finished its call and for the sweep finishing a
+    dead worker's; safe to run again (rows already written are kept).
+
+    A request the sweep had given up while this call still ran is corrected to succeeded
+    (its images kept, a note says so); a cancelled one stays cancelled with its cost kept.
+    With `finish` False (or no image kept) only the attempt is recorded. `drift` holds each
+    image's measured drift (a masked edit), recorded before the request ends.
+    """
+    with transaction.atomic():
+        row = GenerationRequest.objects.select_for_update().get(pk=request.pk)
+        attempt.refresh_from_db()
+        if attempt.outcome != Attempt.Outcome.SUCCEEDED:
+            latency = receipt.get("latency_ms") or 0
+            attempt.record_success(
+                usage=pricing.reading_from_json(receipt.get("usage")),
+                provider_request_id=receipt.get("provider_request_id") or "",
+                http_status=receipt.get("http_status") or 200,
+                started=0.0,
+                ended=latency / 1000,
+                images=receipt.get("image_count", len(receipt["images"])),
+                answer=billing.Answer(receipt.get("answer") or billing.Answer.COMPLETE),
+            )
+            assistant = receipt.get("assistant")
+            if assistant is not None:
+                attempt.record_mainline(
+                    assistant.get("mainline_model") or "",
+                    pricing.reading_from_json(assistant.get("mainline_usage")),
+                )
+        assistant = receipt.get("assistant")
+        if assistant is not None and row.status != Status.CANCELLED:
+            row.record_reply(assistant.get("text") or "", assistant.get("response_id") or "")
+        recorded = set(
+            row.outputs.filter(kind=OutputImage.Kind.FINAL).values_list("index", flat=True)
+        )
+        if row.status == Status.CANCELLED:
+            # The designer cancelled: the paid result is discarded, its files with it (the
+            # receipt stays as the call's record), so none is left without a row.
+            recorded = set(range(len(receipt["images"])))
+            _delete_kept(receipt["images"])
+        outputs = []
+        for index, kept in enumerate(receipt["images"]):
+            if index in recorded:
+                continue
+            output = store_output(row, attempt, index, kept, name=kept.name)
+            if index < len(drift) and drift[index] is not None:
+                output.record_drift(drift[index])
+            outputs.append(output)
+        row.input_tokens = (
+            attempt.input_text_tokens + attempt.input_image_tokens + (attempt.mainline_input_tokens)
+        )
+        row.output_tokens = (
+            attempt.output_image_tokens
+            + attempt.output_text_tokens
+            + (attempt.mainline_output_tokens)
+        )
+        if row.status == Status.CANCELLED:
+            row.record_discarded_call()
+        elif not finish:
+            pass
+        elif row.status == Status.RUNNING:
+            row._finish(Status.SUCCEEDED)
+        elif row.status == Status.FAILED and row.failure_reason in LOST_CALL_REASONS:
+            given_up = timezone.localtime(row.finished_at).strftime("%H:%M:%S")
+            row._finish(Status.SUCCEEDED, from_status=Status.FAILED)
+            note = (
+                f"The sweep gave this request up at {given_up} while its call was still "
+                "running; the call then finished, and its images were kept."
+            )
+        for line in (receipt.get("note"), note):
+            if line:
+                row.add_ledger_note(line)
+    request.refresh_from_db()
+    return outputs
+
+
+def read_receipt(request_id, attempt_number: int) -> dict | None:
+    """The receipt a worker kept for this attempt, or None (none kept, or unreadable)."""
+    name = receipt_name(request_id, attempt_number)
+    try:
+        if not default_storage.exists(name):
+            return None
+        with default_storage.open(name, "rb") as handle:
+            receipt = json.loads(handle.read())
+        receipt["images"] = [KeptImage(**item) for item in receipt["images"]]
+        return receipt
+    except Exception:
+        log.exception(
+            "request %s: the receipt of attempt %s is unreadable", request_id, attempt_number
+        )
+        return None
+
+
+def _delete_kept(kept: Sequence[KeptImage]) -> None:
+    for kept_image in kept:
+        try:
+            default_storage.delete(kept_image.name)
+        except Exception:
+            log.exception("could not delete the discarded image %s", kept_image.name)
+
+
+def _save_with_retries(name: str, data: bytes, replace: bool = False) -> str:
+    tries = max(1, settings.STORAGE_RETRIES)
+    for number in range(1, tries + 1):
+        try:
+            if replace and default_storage.exists(name):
+                default_storage.delete(name)
+            return default_storage.save(name, ContentFile(data))
+        except Exception:
+            if number == tries:
+                raise
+            log.warning("storing %s failed (try %s of %s)", name, number, tries, exc_info=True)
+            time.sleep(min(2 ** (number - 1), 10))
+    raise AssertionError("unreachable")
 
 
 def store_partial(request: GenerationRequest, attempt: Attempt, partial) -> OutputImage:

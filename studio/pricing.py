@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 # Output-token factor per quality. "auto" lets the API choose, so estimates take the upper
@@ -22,6 +22,15 @@ INPUT_IMAGE_TILE_TOKENS = 170
 INPUT_TILE_EDGE = 512
 INPUT_FIT_EDGE = 2048
 INPUT_SHORT_EDGE = 768
+
+
+def money(amount: Decimal | float | None) -> str:
+    """An amount of USD as every page and message shows it: four decimals under $1 (image
+    calls cost fractions of a cent to a few cents), two from $1 up; "unknown" for None."""
+    if amount is None:
+        return "unknown"
+    places = 4 if abs(amount) < 1 else 2
+    return f"${amount:,.{places}f}"
 
 
 def estimate_output_tokens(width: int, height: int, quality: str) -> int:
@@ -66,27 +75,246 @@ class Usage:
     def output_tokens(self) -> int:
         return self.output_image_tokens + self.output_text_tokens
 
+    @property
+    def is_empty(self) -> bool:
+        return not any(getattr(self, name) for name in self.__dataclass_fields__)
+
     @classmethod
     def from_api(cls, usage: dict | None) -> Usage | None:
-        """Read the Image API `usage` object. Output tokens without a breakdown are image tokens."""
-        if not usage:
-            return None
-        inputs = usage.get("input_tokens_details") or {}
-        outputs = usage.get("output_tokens_details") or {}
-        output_total = int(usage.get("output_tokens") or 0)
-        output_text = int(outputs.get("text_tokens") or 0)
-        output_image = int(outputs.get("image_tokens") or (output_total - output_text))
-        input_total = int(usage.get("input_tokens") or 0)
-        input_image = int(inputs.get("image_tokens") or 0)
-        input_text = int(inputs.get("text_tokens") or (input_total - input_image))
-        cached = int(inputs.get("cached_tokens") or 0)
-        return cls(
-            input_text_tokens=input_text,
-            input_image_tokens=input_image,
-            cached_text_tokens=min(cached, input_text),
-            output_image_tokens=output_image,
-            output_text_tokens=output_text,
+        """The Usage in an API `usage` object, whatever its shape; None when it holds none."""
+        return read_usage(usage).usage
+
+
+@dataclass(frozen=True)
+class UsageReading:
+    """What a provider's `usage` object said, read without trusting its shape.
+
+    `usage` is None when nothing priceable was reported; `shape` names what was seen
+    (see USAGE_SHAPES) and `problem` says, in words, why it cannot be priced.
+    """
+
+    usage: Usage | None
+    shape: str
+    problem: str = ""
+    raw: object = None  # the provider's own JSON, kept on the attempt for audits
+
+    @property
+    def priceable(self) -> bool:
+        return self.usage is not None and not self.usage.is_empty
+
+
+def combine_readings(readings: list[UsageReading]) -> UsageReading | None:
+    """One reading for a call reported in parts (a stream's completed events, n > 1):
+    the sum when every part is priceable, else the first part that is not."""
+    if not readings:
+        return None
+    for reading in readings:
+        if not reading.priceable:
+            return UsageReading(None, reading.shape, reading.problem, [r.raw for r in readings])
+    total = Usage(
+        **{
+            name: sum(getattr(reading.usage, name) for reading in readings)
+            for name in Usage.__dataclass_fields__
+        }
+    )
+    raw = readings[0].raw if len(readings) == 1 else [reading.raw for reading in readings]
+    return UsageReading(total, readings[0].shape, "", raw)
+
+
+# The shapes of `usage` seen from providers, and the one name each is recorded under.
+USAGE_SHAPES = {
+    "image_api": "Image API usage with token details",
+    "image_api_totals": "Image API usage without details (output read as image tokens)",
+    "chat": "chat-style prompt_tokens / completion_tokens",
+    "responses": "Responses API usage",
+    "total_only": "a total without input and output counts",
+    "zero": "usage with every count zero",
+    "absent": "no usage",
+    "unknown": "a usage object of an unknown shape",
+}
+
+
+# No image call comes near this many tokens in one field (a 4K image at high quality is
+# about 8,000): a larger count is a provider's mistake, never a bill to record.
+MAX_TOKEN_COUNT = 10_000_000
+
+
+def _count(value) -> int:
+    """A token count from a JSON value; anything that is not a whole number from 0 to
+    MAX_TOKEN_COUNT is refused."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"not a token count: {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise ValueError(f"not a token count: {value!r}")
+    return value
+
+
+def _json_safe(value):
+    """The provider's JSON as the database can keep it: NaN and infinities become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _details(usage: dict, *names: str) -> dict:
+    for name in names:
+        value = usage.get(name)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _split(total: int, details: dict, image_key: str, text_key: str) -> tuple[int, int]:
+    """(image, text) tokens of one direction; what the details leave out of the total goes
+    to the side the details did not name (image for outputs, text for inputs)."""
+    image = details.get(image_key)
+    text = details.get(text_key)
+    if image is not None and text is not None:
+        return _count(image), _count(text)
+    if image is not None:
+        return _count(image), max(0, total - _count(image))
+    if text is not None:
+        return max(0, total - _count(text)), _count(text)
+    return -1, -1
+
+
+def read_usage(raw: object, *, outputs: str = "image") -> UsageReading:
+    """Read a provider's usage in any shape seen in the wild; never raises.
+
+    Accepted: the Image API's `input_tokens` / `output_tokens` with or without
+    `*_tokens_details` (image and text tokens), the Responses API's (cached tokens in
+    `input_tokens_details`), chat-style `prompt_tokens` / `completion_tokens` with
+    `*_tokens_details`, a total alone, all zeros, none. A total alone, all zeros, none or an
+    unknown shape yields no usage, with the reason in `problem`: such a call is priced from
+    nothing and is never recorded as $0 (see studio.billing). `outputs` says what output
+    tokens without a breakdown are: "image" for an image call, "text" for a mainline model.
+    """
+    if raw is not None and hasattr(raw, "model_dump"):
+        raw = raw.model_dump(exclude_unset=True)  # an SDK object: the keys the provider sent
+    reading = _read_usage(raw, outputs)
+    kept = _json_safe(raw) if isinstance(raw, dict | list | str | int | float) else None
+    return UsageReading(reading.usage, reading.shape, reading.problem, kept)
+
+
+def reading_to_json(reading: UsageReading | None) -> dict | None:
+    """A reading as a receipt keeps it: the counts as read, the shape, the problem, the raw."""
+    if reading is None:
+        return None
+    return {
+        "usage": None if reading.usage is None else asdict(reading.usage),
+        "shape": reading.shape,
+        "problem": reading.problem,
+        "raw": reading.raw,
+    }
+
+
+def reading_from_json(data: dict | None) -> UsageReading | None:
+    """The reading a receipt kept (reading_to_json), exactly as the worker read it."""
+    if not isinstance(data, dict):
+        return None
+    usage = data.get("usage")
+    return UsageReading(
+        Usage(**usage) if isinstance(usage, dict) else None,
+        str(data.get("shape") or "unknown"),
+        str(data.get("problem") or ""),
+        data.get("raw"),
+    )
+
+
+def _read_usage(raw: object, outputs: str) -> UsageReading:
+    if isinstance(raw, dict):
+        # A key present with null says nothing (an SDK model dumps unset fields so).
+        raw = {key: value for key, value in raw.items() if value is not None}
+    if raw is None or raw == {}:
+        return UsageReading(None, "absent", "The provider reported no usage.")
+    if not isinstance(raw, dict):
+        return UsageReading(
+            None, "unknown", f"The usage was a {type(raw).__name__}, not an object."
         )
+    try:
+        if "input_tokens" in raw or "output_tokens" in raw:
+            return _read_input_output(raw, outputs)
+        if "prompt_tokens" in raw or "completion_tokens" in raw:
+            return _read_chat(raw, outputs)
+        if "total_tokens" in raw:
+            total = _count(raw["total_tokens"])
+            if total == 0:
+                return UsageReading(None, "zero", "The provider reported zero tokens.")
+            return UsageReading(
+                None,
+                "total_only",
+                f"The provider reported {total} tokens in all, without input and output "
+                "counts, so no price can be worked out.",
+            )
+    except (ValueError, TypeError) as error:
+        return UsageReading(None, "unknown", f"The usage could not be read ({error}).")
+    keys = ", ".join(sorted(str(key) for key in raw)[:8])
+    return UsageReading(None, "unknown", f"The usage had no known token counts (keys: {keys}).")
+
+
+def _zero_or(reading: UsageReading) -> UsageReading:
+    if reading.usage is not None and reading.usage.is_empty:
+        return UsageReading(None, "zero", "The provider reported zero tokens.")
+    return reading
+
+
+def _read_input_output(raw: dict, outputs_are: str) -> UsageReading:
+    inputs = _details(raw, "input_tokens_details")
+    outputs = _details(raw, "output_tokens_details")
+    input_total = _count(raw.get("input_tokens") or 0)
+    output_total = _count(raw.get("output_tokens") or 0)
+    input_image, input_text = _split(input_total, inputs, "image_tokens", "text_tokens")
+    if input_image < 0:
+        input_image, input_text = 0, input_total
+    output_image, output_text = _split(output_total, outputs, "image_tokens", "text_tokens")
+    if output_image < 0:
+        output_image, output_text = _undivided(output_total, outputs_are)
+    cached = _count(inputs.get("cached_tokens") or 0)
+    if outputs_are == "text":
+        shape = "responses"
+    else:
+        shape = "image_api" if inputs or outputs else "image_api_totals"
+    usage = Usage(
+        input_text_tokens=input_text,
+        input_image_tokens=input_image,
+        cached_text_tokens=min(cached, input_text),
+        output_image_tokens=output_image,
+        output_text_tokens=output_text,
+    )
+    return _zero_or(UsageReading(usage, shape))
+
+
+def _undivided(total: int, outputs_are: str) -> tuple[int, int]:
+    return (total, 0) if outputs_are == "image" else (0, total)
+
+
+def _read_chat(raw: dict, outputs_are: str) -> UsageReading:
+    prompt = _details(raw, "prompt_tokens_details", "input_tokens_details")
+    completion = _details(raw, "completion_tokens_details", "output_tokens_details")
+    input_total = _count(raw.get("prompt_tokens") or 0)
+    output_total = _count(raw.get("completion_tokens") or 0)
+    input_image, input_text = _split(input_total, prompt, "image_tokens", "text_tokens")
+    if input_image < 0:
+        input_image, input_text = 0, input_total
+    output_image, output_text = _split(output_total, completion, "image_tokens", "text_tokens")
+    if output_image < 0:
+        # A chat-style answer to an image call: its completion is the image.
+        output_image, output_text = _undivided(output_total, outputs_are)
+    cached = _count(prompt.get("cached_tokens") or 0)
+    usage = Usage(
+        input_text_tokens=input_text,
+        input_image_tokens=input_image,
+        cached_text_tokens=min(cached, input_text),
+        output_image_tokens=output_image,
+        output_text_tokens=output_text,
+    )
+    return _zero_or(UsageReading(usage, "chat"))
 
 
 def cost_of_usage(usage: Usage, sheet) -> Decimal:

@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from celery import shared_task
 from django.conf import settings
@@ -20,16 +21,23 @@ from django.db.models import Q
 from django.utils import timezone
 
 from studio import drift, imagegen
+from studio.billing import Answer, Billing, may_have_billed, may_send_again
 from studio.models import (
+    LOST_CALL_REASONS,
     TERMINAL_STATUSES,
     Attempt,
+    Budget,
     GenerationRequest,
     InputImage,
+    OutputImage,
     Route,
     Status,
-    store_output,
+    call_receipt,
+    keep_payload,
+    record_kept_call,
     store_partial,
 )
+from studio.pricing import money
 
 log = logging.getLogger(__name__)
 
@@ -84,79 +92,130 @@ def run_generation(request_id: str) -> None:
     if not route.can_serve(request):
         request.fail("route_unavailable", f"Route {route.name} cannot serve this request.")
         return
-    attempt = Attempt.begin(request, route, routed_because)
+    attempt = Attempt.begin_call(request, route, routed_because)
+    if attempt is None:
+        log.info("request %s ended before its call was sent; nothing sent", request_id)
+        return
     started = time.monotonic()
     on_partial = _partial_storer(request, attempt)
+    on_event = _lease_keeper(request, route)
     try:
         if request.is_assistant_turn:
             result = imagegen.respond(
-                route, request, request.previous_response_id or None, on_partial=on_partial
+                route,
+                request,
+                request.previous_response_id or None,
+                on_partial=on_partial,
+                on_event=on_event,
             )
         elif edit_inputs is not None:
-            result = imagegen.edit(route, request, edit_inputs, on_partial=on_partial)
+            result = imagegen.edit(
+                route, request, edit_inputs, on_partial=on_partial, on_event=on_event
+            )
         else:
-            result = imagegen.generate(route, request, on_partial=on_partial)
+            result = imagegen.generate(route, request, on_partial=on_partial, on_event=on_event)
     except imagegen.ImageGenError as error:
         _after_failed_call(request, attempt, error, started)
         return
     except Exception as error:
-        # Whatever went wrong, the row must not stay "running" with an open attempt.
+        # Whatever went wrong, the row must not stay "running" with an open attempt. The
+        # request was sent, so the provider may have done (and billed) the work.
         log.exception("request %s: unexpected error during the call", request_id)
-        unexpected = imagegen.ImageGenError("unknown", f"Unexpected error: {error!r}")
+        unexpected = imagegen.ImageGenError(
+            "unknown", f"Unexpected error: {error!r}", answer=Answer.NO_ANSWER
+        )
         _after_failed_call(request, attempt, unexpected, started)
         return
+    finish_paid_call(request, attempt, result, started, time.monotonic())
 
-    ended = time.monotonic()
-    # The call is paid for: a dropped database connection must not lose its record.
-    _with_fresh_connection_on_failure(
-        lambda: attempt.record_success(
-            usage=result.usage,
-            provider_request_id=result.provider_request_id,
-            http_status=result.http_status,
-            started=started,
-            ended=ended,
-            images=len(result.images),
-        )
-    )
-    if request.is_assistant_turn:
-        _with_fresh_connection_on_failure(
-            lambda: attempt.record_mainline(route.assistant_model, result.mainline_usage)
-        )
-    if not request.is_still_running():
-        request.record_discarded_call()
-        log.info(
-            "request %s was cancelled during the call; result discarded, cost kept", request_id
-        )
-        return
-    if request.is_assistant_turn:
-        request.record_reply(result.text, result.response_id)
+
+def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, started, ended):
+    """Record a call the provider answered with images: it is paid for, so it is never made
+    again. Its payload goes to storage first (images and a receipt), before the database is
+    even read, then the rows, each write surviving a dropped database connection; a worker
+    lost in between leaves the receipt for the sweep to finish from. A request cancelled or
+    given up meanwhile is settled by record_kept_call."""
+    latency_ms = max(0, round((ended - started) * 1000))
     try:
-        stored = _store_with_retries(request, attempt, result.images)
+        receipt = keep_payload(request, attempt, result, latency_ms)
     except Exception as error:
-        log.exception("request %s: the call succeeded but storing its images failed", request_id)
-        request.fail(
-            "storage_failed",
-            f"The images were generated (and billed) but could not be stored: {error}",
+        log.exception("request %s: the call succeeded but storing its images failed", request.id)
+        _with_fresh_connection_on_failure(
+            partial(_end_unstored, request, attempt, result, latency_ms, error)
         )
         return
-    if request.has_mask:
-        _check_drift(request, stored, result.images)
-    if not request.succeed(attempt):
-        log.info("request %s ended elsewhere while storing; its outputs stay on record", request_id)
-        return
+    ratios = _measure_drift(request, result.images) if _has_mask(request) else ()
+    stored = _with_fresh_connection_on_failure(
+        lambda: record_kept_call(request, attempt, receipt, drift=ratios)
+    )
+    attempt.refresh_from_db()
     log.info(
-        "request %s succeeded: route_owner=%s model=%s->%s provider_request_id=%s "
-        "output_tokens=%s cost=%s latency_ms=%s stored=%s",
-        request_id,
+        "request %s %s: route_owner=%s model=%s->%s provider_request_id=%s "
+        "output_tokens=%s cost=%s billing=%s latency_ms=%s stored=%s",
+        request.id,
+        request.status,
         attempt.route_owner,
         attempt.model_requested,
         attempt.model_sent,
         attempt.provider_request_id,
         attempt.output_image_tokens,
         attempt.cost,
+        attempt.billing_label,
         attempt.latency_ms,
         [output.file.name for output in stored],
     )
+
+
+def _given_up_by_sweep(request: GenerationRequest) -> bool:
+    """Whether the sweep ended this request as lost while its call was still out."""
+    request.refresh_from_db(fields=["status", "failure_reason"])
+    return request.status == Status.FAILED and request.failure_reason in LOST_CALL_REASONS
+
+
+def _has_mask(request: GenerationRequest) -> bool:
+    try:
+        return request.has_mask
+    except (OperationalError, InterfaceError):
+        return False  # the drift stays unknown; the images matter more
+
+
+def _end_unstored(request, attempt, result, latency_ms: int, error: Exception) -> None:
+    """The provider delivered (and billed) images that storage would not take: the attempt
+    is billed from its usage, the request ends storage_failed, and it is not sent again.
+    The designer reads what happened; the storage error itself is for admins, on the
+    attempt."""
+    with transaction.atomic():
+        record_kept_call(request, attempt, call_receipt(request, result, latency_ms), finish=False)
+        Attempt.objects.filter(pk=attempt.pk).update(
+            error_message=f"Storage refused the images: {error!r}"
+        )
+        message = (
+            f"The provider generated {len(result.images)} image(s), and billed them, but the "
+            "studio's storage did not accept them, so they are lost. The request was not sent "
+            "again, so nothing is paid twice; an admin can see the storage error on the "
+            "attempt. Run it again once storage works."
+        )
+        if not request.fail("storage_failed", message) and _given_up_by_sweep(request):
+            request._finish(Status.FAILED, "storage_failed", message, from_status=Status.FAILED)
+
+
+def _lease_keeper(request: GenerationRequest, route: Route):
+    """Extend the request's lease while its call shows signs of life (a streamed event),
+    at most every few seconds, so the sweep never declares a live stream dead."""
+    every = max(1.0, settings.LEASE_GRACE_SECONDS / 4)
+    last = time.monotonic()
+
+    def keep_alive() -> None:
+        nonlocal last
+        if time.monotonic() - last < every:
+            return
+        last = time.monotonic()
+        try:
+            request.extend_lease(route)
+        except Exception:
+            log.warning("request %s: could not extend its lease", request.id, exc_info=True)
+
+    return keep_alive
 
 
 def _partial_storer(request: GenerationRequest, attempt: Attempt):
@@ -190,49 +249,31 @@ def _read_edit_inputs(request: GenerationRequest) -> imagegen.EditInputs:
     raise AssertionError("unreachable")
 
 
-def _check_drift(request: GenerationRequest, stored: list, images: list) -> None:
-    """Measure how much the protected area changed. The images are paid for and stored, so
-    a failure here is logged and leaves the drift unknown; it never fails the request."""
+def _measure_drift(request: GenerationRequest, images: list) -> list[float | None]:
+    """How much of the protected area each image changed. The images are paid for, so a
+    failure here is logged and leaves the drift unknown; it never fails the request."""
     try:
-        outputs = [(output, image.data) for output, image in zip(stored, images, strict=True)]
-        drift.check_edit(request, outputs)
+        return drift.ratios(request, [image.data for image in images])
     except Exception:
         log.exception("request %s: the drift check failed; drift left unknown", request.id)
+        return [None] * len(images)
 
 
 def _with_fresh_connection_on_failure(write):
     """Run a database write; if the connection was lost (a restarted or killed backend),
-    reconnect and run it once more. Writes here are idempotent saves of one row."""
-    try:
-        return write()
-    except (OperationalError, InterfaceError):
-        log.warning("database connection lost; reconnecting and writing again", exc_info=True)
-        connection.close()
-        return write()
-
-
-def _store_with_retries(request: GenerationRequest, attempt: Attempt, images) -> list:
-    """Store what was paid for; on a storage error try storage again, never the provider."""
-    tries = max(1, settings.STORAGE_RETRIES)
-    stored = []
-    for index, image in enumerate(images):
-        for number in range(1, tries + 1):
-            try:
-                stored.append(store_output(request, attempt, index, image))
-                break
-            except Exception:
-                if number == tries:
-                    raise
-                log.warning(
-                    "request %s: storing image %s failed (try %s of %s); trying storage again",
-                    request.id,
-                    index,
-                    number,
-                    tries,
-                    exc_info=True,
-                )
-                time.sleep(min(2 ** (number - 1), 10))
-    return stored
+    reconnect and run it again, a few times. Writes here are transactions that can run
+    twice (a rolled-back one left nothing; a committed one is recognised and kept)."""
+    tries = max(2, settings.STORAGE_RETRIES)
+    for number in range(1, tries + 1):
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if number == tries:
+                raise
+            log.warning("database connection lost; reconnecting and writing again", exc_info=True)
+            connection.close()
+            time.sleep(min(2 ** (number - 1), 5) / 4)
+    raise AssertionError("unreachable")
 
 
 def _after_failed_call(
@@ -260,18 +301,31 @@ def _settle_failure(
             provider_request_id=error.provider_request_id,
             started=started,
             ended=ended,
-            billed_usage=error.billed_usage,
+            answer=error.answer,
+            usage=error.usage,
         )
-        if error.is_policy:
+        if not request.is_still_running():
+            # Cancelled, or given up by the sweep, while the call ran: what the call
+            # really did replaces the guess, and the request's cost follows its attempts.
+            outcome = "recorded on a request that had already ended"
+            if _given_up_by_sweep(request):
+                message = failure_message(request, attempt, error)
+                request._finish(
+                    Status.FAILED,
+                    error.reason,
+                    f"{message} The answer came after the sweep had given the request up.",
+                    from_status=Status.FAILED,
+                )
+            else:
+                request.recount_cost()
+        elif error.is_policy:
             request.refuse(error.message)
             outcome = "refused"
         elif (plan := plan_retry(request, attempt, error)) is not None:
             request.schedule_retry(plan.route, plan.delay, plan.because)
             outcome = f"retry on {plan.route.name} in {plan.delay:.1f}s ({plan.because})"
         else:
-            attempts = request.attempts.count()
-            tried = f" after {attempts} attempts" if attempts > 1 else ""
-            request.fail(error.reason, f"{error.message}{tried}")
+            request.fail(error.reason, failure_message(request, attempt, error))
             outcome = "failed"
     log.info(
         "request %s attempt %s on %s failed: reason=%s status=%s provider_request_id=%s -> %s",
@@ -285,6 +339,28 @@ def _settle_failure(
     )
 
 
+def failure_message(request: GenerationRequest, attempt: Attempt, error) -> str:
+    """What the designer reads when a request ends failed: the provider's failure, how many
+    calls were made, what they may have cost, and why it was not sent again."""
+    parts = [error.message.rstrip(". ") + "."]
+    attempts = request.attempts.count()
+    if attempts > 1:
+        parts.append(f"Tried {attempts} times.")
+    cost, exposure = request.cost_and_exposure()
+    if attempt.billing is Billing.POSSIBLY_BILLED:
+        amount = f" up to {money(exposure)}" if exposure is not None else ""
+        parts.append(
+            f"The provider may have billed this call{amount}; it was not sent again, so "
+            "nothing is paid twice."
+        )
+    elif attempt.billing is Billing.BILLED:
+        parts.append(
+            f"The provider billed this call ({money(cost) if cost is not None else 'unpriced'}); "
+            "it was not sent again, so nothing is paid twice."
+        )
+    return " ".join(parts)
+
+
 def plan_retry(
     request: GenerationRequest, attempt: Attempt, error: imagegen.ImageGenError
 ) -> RetryPlan | None:
@@ -293,12 +369,24 @@ def plan_retry(
     Policy, validation and size errors never retry. Timeouts, rate limits, 5xx and
     connection errors retry with exponential backoff and jitter (at least Retry-After),
     moving to the route's fallback when it has one that can serve the request.
+
+    A request is sent again only while none of its attempts may have been billed. The one
+    exception is a timeout on a route whose admin allows `timeout_retries`, and then only
+    while what the request may already have cost plus another call fits every budget.
     """
     if error.reason not in RETRYABLE:
         return None
     attempts = list(request.attempts.all())
     if len(attempts) >= settings.MAX_ATTEMPTS_PER_REQUEST:
         return None
+    history = [(a.cost_basis, a.retry_reason) for a in attempts]
+    if not may_send_again(history, attempt.route.timeout_retries):
+        return None
+    if any(may_have_billed(basis) for basis, _ in history):
+        _, exposure = request.cost_and_exposure()
+        committed = None if exposure is None else exposure + (request.estimated_cost or 0)
+        if committed is None or not Budget.fits(request.created_by, request, committed):
+            return None
     same_reason = sum(1 for a in attempts if a.retry_reason == error.reason)
     if same_reason > RETRY_LIMIT_BY_REASON.get(error.reason, settings.MAX_ATTEMPTS_PER_REQUEST):
         return None
@@ -351,27 +439,66 @@ def sweep_requests() -> dict:
     for request in forgotten.only("id"):
         request.enqueue()
         requeued += 1
-    settled = {"failed": 0, "requeued": 0, "not stuck": 0}
+    settled = {
+        "failed": 0,
+        "finished": 0,
+        "requeued": 0,
+        "not stuck": 0,
+        "errors": 0,
+        "abandoned": 0,
+    }
+
+    def settle(request: GenerationRequest, work) -> None:
+        # One row the sweep cannot settle (a broken receipt, say) must not hold the others.
+        try:
+            settled[work()] += 1
+        except Exception:
+            log.exception("sweep: request %s could not be settled; trying again later", request.pk)
+            settled["errors"] += 1
+
     stuck = GenerationRequest.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now)
     for request in stuck:
-        settled[request.resolve_stuck()] += 1
+        settle(request, request.resolve_stuck)
+    # A worker that outlived its lease may have kept its payload after the sweep gave the
+    # request up, and died before writing the rows: finish those from their receipts.
+    longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
+    given_up = GenerationRequest.objects.filter(
+        status=Status.FAILED,
+        failure_reason__in=LOST_CALL_REASONS,
+        finished_at__gte=now - timedelta(seconds=2 * longest),
+    ).exclude(outputs__kind=OutputImage.Kind.FINAL)
+    for request in given_up:
+        settle(request, lambda r=request: "finished" if r.finish_from_receipts() else "not stuck")
     # A cancelled request's last call is left to finish; if its worker vanished meanwhile,
     # the call can no longer end by itself. Once its task would have been killed, say so.
-    longest = settings.CELERY_TASK_TIME_LIMIT + settings.LEASE_GRACE_SECONDS
     orphans = Attempt.objects.filter(
         outcome=Attempt.Outcome.CALLING,
         request__status__in=TERMINAL_STATUSES,
         started_at__lt=now - timedelta(seconds=longest),
     )
-    abandoned = 0
-    for attempt in orphans:
-        abandoned += attempt.mark_unknown()
+    for attempt in orphans.select_related("request"):
+
+        def abandon(attempt=attempt) -> str:
+            # Its worker may have kept the payload before it died: then the call is known.
+            if attempt.request.finish_from_receipts():
+                return "finished"
+            if attempt.mark_unknown():
+                attempt.request.recount_cost()
+                return "abandoned"
+            return "not stuck"
+
+        settle(attempt.request, abandon)
+    abandoned = settled.pop("abandoned", 0)
     summary = {
         "sent_again": requeued,
         **{f"stuck_{k}": v for k, v in settled.items()},
         "abandoned_calls": abandoned,
     }
-    if requeued or settled["failed"] or settled["requeued"] or abandoned:
+    if (
+        requeued
+        or abandoned
+        or any(settled[k] for k in ("failed", "finished", "requeued", "errors"))
+    ):
         log.warning("sweep: %s", summary)
     return summary
 

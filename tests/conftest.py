@@ -147,6 +147,32 @@ def provider_route(db) -> Route:
     )
 
 
+@pytest.fixture
+def ledger_checked(db, settings, celery_worker):
+    """After an integration test, `manage.py ledger_check --storage` must find nothing: CI
+    proves the ledger's promises on every run of a real worker. The worker's storage is
+    emptied before and after, so each test's check sees only its own files."""
+    import shutil
+    from io import StringIO
+    from pathlib import Path
+
+    from django.core.management import call_command
+
+    def empty(root) -> None:
+        for folder in ("outputs", "inputs"):
+            shutil.rmtree(Path(root) / folder, ignore_errors=True)
+
+    empty(celery_worker.media_root)
+    yield
+    out = StringIO()
+    try:
+        call_command("ledger_check", "--storage", stdout=out)
+    except Exception as error:
+        raise AssertionError(f"ledger_check after the test: {out.getvalue()}") from error
+    finally:
+        empty(settings.MEDIA_ROOT)
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real Celery worker process (thread pool) on the configured broker and test database."""

@@ -21,8 +21,20 @@ from PIL import Image
 @dataclass
 class Reply:
     status: int = 200
-    body: dict | None = None
+    body: dict | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    events: list[dict] | None = None  # a server-sent event stream instead of a JSON body
+
+
+def png_b64(width: int = 1024, height: int = 1024) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 90, 160)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def stream_reply(*events: dict) -> Reply:
+    """A 200 stream of these events, each sent as `event: <type>` + `data: <json>`."""
+    return Reply(200, None, {}, list(events))
 
 
 def image_reply(width: int = 1024, height: int = 1024, output_tokens: int = 196) -> Reply:
@@ -66,7 +78,20 @@ class ScriptedProvider:
                     provider.received.append({"raw": raw})
                 index = min(len(provider.received), len(provider.replies)) - 1
                 reply = provider.replies[index]
-                payload = json.dumps(reply.body or {}).encode()
+                if reply.events is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("x-request-id", f"req_double_{uuid.uuid4().hex[:12]}")
+                    self.end_headers()
+                    for event in reply.events:
+                        data = json.dumps(event)
+                        self.wfile.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                        self.wfile.flush()
+                    return
+                if isinstance(reply.body, str):  # a body sent as it is, JSON or not
+                    payload = reply.body.encode()
+                else:
+                    payload = json.dumps(reply.body if reply.body is not None else {}).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

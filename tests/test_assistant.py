@@ -231,7 +231,16 @@ class TestTwoTurns:
         fresh = start(designer, live_sandbox).add_turn(designer, "y" + FAST)
         for turn in (first, fresh):
             attempt = Attempt.begin(turn, live_sandbox)
-            error = imagegen.ImageGenError("provider_5xx", "boom")
+            attempt.record_failure(
+                reason="provider_5xx",
+                http_status=500,
+                error_code="",
+                message="boom",
+                provider_request_id="req_1",
+                started=0.0,
+                ended=1.0,
+            )
+            error = imagegen.ImageGenError("provider_5xx", "boom", http_status=500)
             plan = plan_retry(turn, attempt, error)
             assert plan is not None
             expected = live_sandbox if turn is first else spare

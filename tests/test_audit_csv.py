@@ -83,7 +83,8 @@ def test_each_line_is_one_attempt_with_its_contract_and_cost(client, admin_user,
     output = OutputImage.objects.get(attempt__request=r2)
     assert fallback["output_path"] == output.file.name
     assert fallback["output_sha256"] == output.sha256
-    assert fallback["output_url"] == output.public_url
+    # The access-checked file view, never a public /media/ path (which answers 404).
+    assert fallback["output_url"] == f"http://testserver{output.get_absolute_url()}"
     assert fallback["delete_after"] == output.delete_after.isoformat()
     assert fallback["deleted_at"] == ""
     (sandbox,) = [row for row in rows if row["route_owner"] == "sandbox"]

@@ -125,9 +125,11 @@ def test_a_model_without_a_sheet_is_unpriced(designer, openai_route):
     assert attempt.cost is None and attempt.cost_basis == Basis.UNPRICED
 
 
-def test_an_answer_without_usage_is_unpriced_on_a_token_route(designer, openai_route):
-    attempt = call(make_request(designer, openai_route), openai_route, usage=None)
-    assert attempt.cost is None and attempt.cost_basis == Basis.UNPRICED
+def test_an_answer_without_usage_is_possibly_billed_on_a_token_route(designer, openai_route):
+    request = make_request(designer, openai_route)
+    attempt = call(request, openai_route, usage=None)
+    assert attempt.cost is None and attempt.cost_basis == Basis.POSSIBLY_BILLED
+    assert attempt.exposure == request.estimated_cost
 
 
 def test_a_per_call_route_without_a_price_is_unpriced(designer, db):
@@ -145,10 +147,12 @@ def test_a_per_call_route_without_a_price_is_unpriced(designer, db):
 @pytest.mark.parametrize(
     ("route_name", "reason", "status", "cost", "basis"),
     [
-        ("openai", "timeout", None, None, Basis.UNPRICED),  # may have finished and billed
+        # A timeout after sending: the provider may have finished and billed.
+        ("openai", "timeout", None, None, Basis.POSSIBLY_BILLED),
         ("openai", "provider_5xx", 500, Decimal(0), Basis.NOT_BILLED),
         ("openai", "rate_limit", 429, Decimal(0), Basis.NOT_BILLED),
-        ("gateway", "provider_5xx", 500, None, Basis.UNPRICED),  # the provider's contract says
+        # An error answer is not billed, whatever the contract: nothing was delivered.
+        ("gateway", "provider_5xx", 500, Decimal(0), Basis.NOT_BILLED),
     ],
 )
 def test_failed_calls(

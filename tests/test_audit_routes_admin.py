@@ -37,6 +37,7 @@ def form_data(route: Route, **changes) -> dict:
         "price_per_call": route.price_per_call or "",
         "timeout_seconds": route.timeout_seconds,
         "max_attempts": route.max_attempts,
+        "timeout_retries": route.timeout_retries,
         "fallback": route.fallback_id or "",
         "retention_days": "",
         "enabled": "on" if route.enabled else "",

@@ -176,7 +176,7 @@ def test_an_output_the_drift_check_cannot_read_still_succeeds(live_sandbox, desi
     def broken(*args, **kwargs):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(drift, "check_edit", broken)
+    monkeypatch.setattr(drift, "ratios", broken)
     generation = run_until_done(submit_edit(designer, live_sandbox))
     assert generation.status == Status.SUCCEEDED
     assert generation.outputs.get().drift_ratio is None

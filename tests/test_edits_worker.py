@@ -12,7 +12,11 @@ from studio.models import GenerationRequest, OutputImage, Status
 from tests.conftest import wait_for_terminal
 from tests.edit_fixtures import mask_png, source_png, upload
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.services,
+    pytest.mark.usefixtures("ledger_checked"),
+]
 
 
 @pytest.fixture

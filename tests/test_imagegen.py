@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from studio import imagegen
+from studio.billing import Answer
 from studio.models import GenerationRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,7 +27,7 @@ def test_it_returns_decoded_images_usage_and_the_provider_request_id(live_sandbo
     result = imagegen.generate(live_sandbox, request_for(designer, live_sandbox, 'Say "Hi"'))
     assert result.http_status == 200
     assert result.provider_request_id.startswith("req_")
-    assert result.usage.output_image_tokens == 196
+    assert result.usage.usage.output_image_tokens == 196
     [image] = result.images
     assert (image.width, image.height, image.format) == (1024, 1024, "png")
     assert Image.open(io.BytesIO(image.data)).size == (1024, 1024)
@@ -88,13 +89,18 @@ def test_an_unreachable_provider_is_a_connection_error(sandbox_route, designer):
     with pytest.raises(imagegen.ImageGenError) as caught:
         imagegen.generate(sandbox_route, request_for(designer, sandbox_route, "x"))
     assert caught.value.reason == "connection"
+    # Nothing listened on the port: the request never reached a provider, so not billed.
+    assert caught.value.answer == Answer.NOT_SENT
 
 
 def test_undecodable_base64_is_invalid_output_with_the_billed_usage(live_sandbox, designer):
     with pytest.raises(imagegen.ImageGenError) as caught:
         imagegen.generate(live_sandbox, request_for(designer, live_sandbox, "[sandbox:bad-b64]"))
     assert caught.value.reason == "invalid_output"
-    assert caught.value.billed_usage.output_image_tokens == 196
+    assert caught.value.answer == Answer.INCOMPLETE
+    assert caught.value.http_status == 200
+    assert caught.value.provider_request_id.startswith("req_")
+    assert caught.value.usage.usage.output_image_tokens == 196
 
 
 class TestDecodeImage:

@@ -12,10 +12,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from studio import imagegen, tasks
+from studio import imagegen, models, tasks
 from studio.models import Attempt, GenerationRequest, Route, Status
 from studio.tasks import backoff_seconds, plan_retry, run_generation, sweep_requests
 from tests.doubles import ScriptedProvider, error_reply, image_reply
@@ -86,9 +87,12 @@ class TestRetries:
         assert len(provider.received) == 2
         assert generation.outputs.count() == 1
 
-    def test_a_read_timeout_is_retried_with_reason_timeout(self, designer, live_sandbox):
+    def test_a_read_timeout_is_retried_only_as_often_as_the_route_allows(
+        self, designer, live_sandbox
+    ):
         live_sandbox.timeout_seconds = 1
-        live_sandbox.max_attempts = 2
+        live_sandbox.max_attempts = 3
+        live_sandbox.timeout_retries = 1
         live_sandbox.save()
         generation = run_until_done(submit(designer, live_sandbox, "[sandbox:latency=2] slow"))
         assert [a.retry_reason for a in generation.attempts.all()] == ["timeout", "timeout"]
@@ -151,9 +155,10 @@ class TestFallback:
         assert (second.route, second.route_owner) == (live_sandbox, "sandbox")
         assert second.routed_because == "fallback from gateway after provider_5xx"
         assert (first.model_sent, second.model_sent) == ("gpt-image-2", "gpt-image-2")
-        # Contracts stay apart: the failed gateway call is unpriced (flat-price contract),
-        # the sandbox call is priced by tokens.
-        assert first.cost is None and second.cost_basis == Attempt.CostBasis.TOKENS
+        # Contracts stay apart: the gateway's error answer is not billed, the sandbox call
+        # is priced by tokens.
+        assert first.cost_basis == Attempt.CostBasis.NOT_BILLED and first.cost == 0
+        assert second.cost_basis == Attempt.CostBasis.TOKENS
 
     def test_there_is_no_fallback_on_a_policy_refusal(self, designer, live_sandbox, gateway_key):
         with ScriptedProvider(error_reply(400, "moderation_blocked")) as provider:
@@ -266,7 +271,7 @@ class TestCrashRecovery:
         assert (attempt.outcome, attempt.cost, attempt.cost_basis) == (
             Attempt.Outcome.UNKNOWN,
             None,
-            Attempt.CostBasis.UNPRICED,
+            Attempt.CostBasis.POSSIBLY_BILLED,
         )
         assert generation.cost is None
         run_generation(str(generation.id))  # the broker redelivers the dead worker's task
@@ -309,7 +314,7 @@ class TestCrashRecovery:
         attempt.refresh_from_db()
         assert (attempt.outcome, attempt.cost_basis) == (
             Attempt.Outcome.UNKNOWN,
-            Attempt.CostBasis.UNPRICED,
+            Attempt.CostBasis.POSSIBLY_BILLED,
         )
         assert sweep_requests()["abandoned_calls"] == 0
 
@@ -355,16 +360,16 @@ class TestBrokerAndStorageFailures:
         self, designer, live_sandbox, monkeypatch, settings
     ):
         failures = []
-        real_store = tasks.store_output
+        real_save = default_storage.save
 
-        def flaky_store(*args, **kwargs):
+        def flaky_save(*args, **kwargs):
             if not failures:
                 failures.append("boom")
                 raise OSError("S3 said 503 Slow Down")
-            return real_store(*args, **kwargs)
+            return real_save(*args, **kwargs)
 
-        monkeypatch.setattr(tasks, "store_output", flaky_store)
-        monkeypatch.setattr(tasks.time, "sleep", lambda seconds: None)
+        monkeypatch.setattr(default_storage, "save", flaky_save)
+        monkeypatch.setattr(models.time, "sleep", lambda seconds: None)
         generation = run_until_done(submit(designer, live_sandbox))
         assert generation.status == Status.SUCCEEDED
         assert failures == ["boom"]

@@ -177,7 +177,6 @@ def test_it_reports_input_image_tokens_per_image(client):
         quality="medium",
         output_format="webp",
         output_compression=80,
-        input_fidelity="high",
     )
 
     image_tokens = input_image_tokens(1024, 1024) + input_image_tokens(512, 768)

@@ -50,7 +50,7 @@ class TestImagegenStream:
         assert all(p.image_number == 0 for p in received)
         assert all((p.image.format, p.image.width) == ("png", 1024) for p in received)
         assert len({p.image.sha256 for p in received} | {result.images[0].sha256}) == 4
-        assert result.usage.output_image_tokens == (
+        assert result.usage.usage.output_image_tokens == (
             pricing.estimate_output_tokens(1024, 1024, "low")
             + 3 * pricing.PARTIAL_IMAGE_OUTPUT_TOKENS
         )
@@ -66,8 +66,8 @@ class TestImagegenStream:
         assert [(p.image_number, p.partial_image_index) for p in received] == [(0, 0), (1, 0)]
         assert len(result.images) == 2
         per_image = pricing.estimate_output_tokens(1024, 1024, "low") + 100
-        assert result.usage.output_image_tokens == 2 * per_image
-        assert result.usage.input_text_tokens == pricing.estimate_text_tokens('"Two"' + FAST)
+        assert result.usage.usage.output_image_tokens == 2 * per_image
+        assert result.usage.usage.input_text_tokens == pricing.estimate_text_tokens('"Two"' + FAST)
 
     def test_edit_streams_image_edit_events(self, live_sandbox, designer):
         generation = submit(designer, live_sandbox, '"Edit"' + FAST, partial_images=2)
@@ -77,8 +77,8 @@ class TestImagegenStream:
         result = imagegen.edit(live_sandbox, generation, inputs, on_partial=received.append)
 
         assert [p.partial_image_index for p in received] == [0, 1]
-        assert result.usage.input_image_tokens > 0
-        assert result.usage.output_image_tokens == (
+        assert result.usage.usage.input_image_tokens > 0
+        assert result.usage.usage.output_image_tokens == (
             pricing.estimate_output_tokens(1024, 1024, "low") + 200
         )
 
@@ -161,7 +161,7 @@ class TestTaskStoresPreviews:
             sheet,
         )
 
-    def test_an_error_mid_stream_retries_and_keeps_the_earlier_preview_slot_once(
+    def test_an_error_mid_stream_is_possibly_billed_and_never_sent_again(
         self, live_sandbox, designer
     ):
         generation = submit(
@@ -174,12 +174,19 @@ class TestTaskStoresPreviews:
                 break
 
         assert generation.status == Status.FAILED
-        attempts = list(generation.attempts.all())
-        assert len(attempts) == live_sandbox.max_attempts
-        assert {a.retry_reason for a in attempts} == {"provider_5xx"}
-        # Every attempt streamed preview 0 before the error; the slot holds the latest one.
+        # The stream had started (200, previews sent): the provider may have billed it, so
+        # it is not sent again, and its status and request ID are kept.
+        [attempt] = generation.attempts.all()
+        assert attempt.retry_reason == "provider_5xx"
+        assert (attempt.http_status, attempt.cost, attempt.cost_basis) == (
+            200,
+            None,
+            Attempt.CostBasis.POSSIBLY_BILLED,
+        )
+        assert attempt.provider_request_id.startswith("req_")
+        assert attempt.exposure == generation.estimated_cost
         [preview] = generation.outputs.filter(kind=OutputImage.Kind.PARTIAL)
-        assert preview.attempt == attempts[-1]
+        assert preview.attempt == attempt
         assert not generation.outputs.filter(kind=OutputImage.Kind.FINAL).exists()
 
     def test_a_route_without_streaming_is_not_called(self, live_sandbox, designer):

@@ -13,7 +13,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 
 from studio.models import Attempt, GenerationRequest, OutputImage, Status
-from studio.pricing import estimate_output_tokens
+from studio.pricing import estimate_output_tokens, money
 from studio.tasks import run_generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -119,7 +119,9 @@ def test_a_server_error_every_time_ends_failed_with_provider_5xx_after_the_limit
     generation = submit_request(designer, live_sandbox, "[sandbox:error=500] poster")
     run_until_done(generation)
     assert (generation.status, generation.failure_reason) == (Status.FAILED, "provider_5xx")
-    assert generation.failure_message.endswith("after 3 attempts")
+    assert generation.failure_message == (
+        "The server had an error while processing your request. Tried 3 times."
+    )
     attempts = list(generation.attempts.all())
     assert len(attempts) == live_sandbox.max_attempts == 3
     for attempt in attempts:
@@ -144,12 +146,13 @@ def test_bad_base64_ends_failed_invalid_output_with_nothing_stored(
     assert (generation.status, generation.failure_reason) == (Status.FAILED, "invalid_output")
     assert not generation.outputs.exists()
     assert not (settings.MEDIA_ROOT / "outputs" / str(generation.id)).exists()
-    # Invalid output is retried once, then the request ends; both calls were billed.
-    attempts = list(generation.attempts.all())
-    assert [a.retry_reason for a in attempts] == ["invalid_output", "invalid_output"]
-    for attempt in attempts:
-        assert attempt.http_status == 200
-        assert attempt.cost is not None and attempt.cost > 0
+    # The 200 reported its usage, so it was billed: it is never sent again behind the
+    # designer's back, and the designer is told what it cost.
+    [attempt] = generation.attempts.all()
+    assert (attempt.retry_reason, attempt.http_status) == ("invalid_output", 200)
+    assert attempt.cost is not None and attempt.cost > 0
+    assert attempt.cost_basis == Attempt.CostBasis.TOKENS
+    assert "it was not sent again, so nothing is paid twice" in generation.failure_message
 
 
 def test_a_route_without_its_key_fails_before_any_call(provider_route, designer, monkeypatch):
@@ -186,11 +189,14 @@ def test_a_timeout_fails_and_its_cost_is_unknown(live_sandbox, designer):
     generation = submit_request(designer, live_sandbox, "[sandbox:latency=2] slow")
     run_until_done(generation)
     assert (generation.status, generation.failure_reason) == (Status.FAILED, "timeout")
-    attempts = list(generation.attempts.all())
-    assert [a.retry_reason for a in attempts] == ["timeout", "timeout"]
-    # The provider may have finished and billed after we gave up: unpriced, never 0.
-    assert {(a.cost, a.cost_basis) for a in attempts} == {(None, Attempt.CostBasis.UNPRICED)}
-    assert generation.cost is None
+    # The provider may have finished and billed after we gave up: possibly billed, never 0,
+    # and not sent again (the route allows no timeout retries).
+    [attempt] = generation.attempts.all()
+    assert attempt.retry_reason == "timeout"
+    assert (attempt.cost, attempt.cost_basis) == (None, Attempt.CostBasis.POSSIBLY_BILLED)
+    assert attempt.exposure == generation.estimated_cost
+    assert generation.cost is None and generation.exposure == generation.estimated_cost
+    assert f"up to {money(generation.exposure)}" in generation.failure_message
 
 
 def test_a_flat_price_route_bills_what_it_estimated_for_several_images(live_sandbox, designer):

@@ -15,7 +15,11 @@ from studio.models import GenerationRequest, Status
 from studio.tasks import run_generation
 from tests.conftest import wait_for_terminal
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.services,
+    pytest.mark.usefixtures("ledger_checked"),
+]
 
 
 @pytest.fixture
@@ -201,7 +205,7 @@ def test_a_database_connection_killed_mid_task_writes_one_ledger_row(
 
 
 def test_requests_queued_when_redis_restarts_all_finish(
-    django_db_setup, live_sandbox, designer, tmp_path, monkeypatch
+    django_db_setup, live_sandbox, designer, tmp_path, monkeypatch, settings
 ):
     """Redis here keeps nothing on disk: a restart loses every queued message. The rows
     remain, and the sweep (beat, inside the worker) sends them again."""
@@ -244,6 +248,7 @@ def test_requests_queued_when_redis_restarts_all_finish(
 
     redis = start_redis()
     worker = None
+    settings.MEDIA_ROOT = tmp_path  # where this test's worker stores (ledger_check looks)
     try:
         monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
         generations = [

@@ -114,3 +114,62 @@ def start_worker(
             worker.stop()
             raise RuntimeError("The Celery worker did not start:\n" + worker.log())
     return worker
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own on a free port: it may be killed and started again
+    without touching the Redis the rest of the suite uses."""
+
+    executable: str
+    port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, ready_timeout: float = 20) -> None:
+        # Append-only persistence, as a production Redis keeps it: a queued message survives
+        # a restart; what the kill cut off mid-write may not, and the sweep covers that.
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL, as an out-of-memory killer or a lost host ends it: no clean shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()

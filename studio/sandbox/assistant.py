@@ -3,9 +3,9 @@
 `model` is a mainline model (gpt-5.4 ...); the image model belongs in the tool. A response
 whose request lists the tool draws one image, a generation or an edit of an input image (or
 of the image the conversation already has), then says one short sentence; without the tool
-it only says the sentence. Each response's latest image is kept in memory, in this process,
-for the last REMEMBERED_RESPONSES responses, so a later turn can name it with
-`previous_response_id` and edit it, as with OpenAI's stored responses.
+it only says the sentence. Each response's latest image is kept in the database (StoredResponse,
+for SANDBOX_RESPONSE_RETENTION_HOURS), so a later turn, served by any sandbox process, can name
+it with `previous_response_id` and edit it, as with OpenAI's stored responses.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,6 +31,7 @@ from studio.sandbox.generations import (
     encode_image,
     usage,
 )
+from studio.sandbox.models import StoredResponse
 from studio.sandbox.params import ImageRequest, InvalidRequest
 from studio.sandbox.render import labels_to_draw, partial_versions
 from studio.sandbox.uploads import (
@@ -86,7 +85,6 @@ KNOWN_PARAMETERS = frozenset(
         "user",
     )
 )
-REMEMBERED_RESPONSES = 32
 # Inline data-URL images make bodies far larger than Django's form limit (2.5 MB), so the
 # body is read with this limit instead; 16 images of up to 50 MB are not a sandbox's job.
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -103,7 +101,6 @@ class ImageTool:
     output_compression: int
     background: str
     partial_images: int
-    input_fidelity: str
     action: str
     mask: Upload | None
     listed: dict
@@ -152,23 +149,20 @@ class Plan:
     text: str
 
 
-_remembered: OrderedDict[str, Turn] = OrderedDict()
-_remembered_lock = threading.Lock()
-
-
 def remember(response_id: str, turn: Turn) -> None:
-    with _remembered_lock:
-        _remembered[response_id] = turn
-        while len(_remembered) > REMEMBERED_RESPONSES:
-            _remembered.popitem(last=False)
+    """Keep what a follow-up needs, in the database: the next turn may reach another process."""
+    StoredResponse.objects.forget_old()
+    StoredResponse.objects.create(
+        id=response_id, image=turn.image, context_tokens=turn.context_tokens
+    )
 
 
 def recall(response_id: str) -> Turn | None:
-    with _remembered_lock:
-        turn = _remembered.get(response_id)
-        if turn is not None:
-            _remembered.move_to_end(response_id)
-        return turn
+    stored = StoredResponse.objects.live().filter(pk=response_id).first()
+    if stored is None:
+        return None
+    image = bytes(stored.image) if stored.image is not None else None
+    return Turn(image=image, context_tokens=stored.context_tokens)
 
 
 def read_response_request(request: HttpRequest) -> AssistantRequest:
@@ -269,7 +263,6 @@ def plan_answer(request: AssistantRequest, directives: Directives) -> Plan:
             background=tool.background,
             partial_images=tool.partial_images,
             stream=request.stream,
-            input_fidelity=tool.input_fidelity,
         )
         if request.sources:
             if tool.size is None:
@@ -317,7 +310,7 @@ def response_events(
         yield event("response.output_item.added", output_index=0, item={**started, "result": None})
         yield event("response.image_generation_call.in_progress", **where)
         yield event("response.image_generation_call.generating", **where)
-        pacer = streaming.Pacer(directives.pace_seconds)
+        pacer = streaming.Pacer(directives)
         final = plan.draw(0)
         for number, preview in enumerate(partial_versions(final, image_request.partial_images)):
             pacer.wait()
@@ -689,9 +682,7 @@ def _image_tool(tool: dict, *, prefix: str) -> ImageTool:
         params.MAX_PARTIAL_IMAGES,
         prefix=prefix,
     )
-    input_fidelity = params.read_choice(
-        tool, "input_fidelity", params.INPUT_FIDELITIES, "low", prefix=prefix
-    )
+    params.refuse_input_fidelity(tool, model, prefix=prefix)
     moderation = params.read_choice(tool, "moderation", params.MODERATIONS, "auto", prefix=prefix)
     action = params.read_choice(tool, "action", TOOL_ACTIONS, "auto", prefix=prefix)
     mask = None
@@ -727,7 +718,6 @@ def _image_tool(tool: dict, *, prefix: str) -> ImageTool:
         output_compression=output_compression,
         background=background,
         partial_images=partial_images,
-        input_fidelity=input_fidelity,
         action=action,
         mask=mask,
         listed=listed,

@@ -1,7 +1,7 @@
 """Read `[sandbox:...]` directives out of a prompt: how a caller tells the sandbox to misbehave.
 
-    [sandbox:latency=2.5]  wait that long before answering (capped by settings)
-    [sandbox:timeout]      wait the longest allowed latency, then answer 504
+    [sandbox:latency=2.5]  wait that long before answering
+    [sandbox:timeout]      wait the longest allowed, then answer 504
     [sandbox:error=429]    answer with that 4xx or 5xx status and OpenAI's error body
     [sandbox:refuse]       answer 400 moderation_blocked, as the safety system does
     [sandbox:bad-b64]      answer 200 with b64_json that does not decode
@@ -10,15 +10,20 @@
     [sandbox:stream-error] in a stream, send one partial image, then an error event, and stop
     [sandbox:ignore-mask]  in an edit, change the whole image as a gateway that drops the mask
 
-Unknown directives and bad values are ignored; every `[sandbox:...]` token is stripped from
-the text that is drawn.
+All the waiting of one call (latency, timeout and pace together) ends within
+SANDBOX_MAX_LATENCY_SECONDS, which sits below the web server's timeout: a slow call answers
+instead of being killed. Unknown directives and bad values are ignored; every
+`[sandbox:...]` token is stripped from the text that is drawn.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
 
 DIRECTIVE_PATTERN = re.compile(
     r"\[sandbox:\s*([a-z0-9_-]+)\s*(?:=\s*([^\]]*?)\s*)?\]", flags=re.IGNORECASE
@@ -26,6 +31,26 @@ DIRECTIVE_PATTERN = re.compile(
 DEFAULT_PACE_SECONDS = 0.2
 MIN_ERROR_STATUS = 400
 MAX_ERROR_STATUS = 599
+
+
+class WaitBudget:
+    """The waiting one sandbox call may still do, in seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = max(0.0, seconds)
+
+    def wait(self, seconds: float) -> None:
+        seconds = min(seconds, self.left)
+        if seconds > 0:
+            time.sleep(seconds)
+            self.left -= seconds
+
+    def wait_out(self) -> None:
+        self.wait(self.left)
+
+
+def _call_budget() -> WaitBudget:
+    return WaitBudget(float(settings.SANDBOX_MAX_LATENCY_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -39,6 +64,8 @@ class Directives:
     pace_seconds: float = DEFAULT_PACE_SECONDS
     stream_error: bool = False
     ignore_mask: bool = False
+    # One budget per call, shared by every wait the call makes (not part of its value).
+    budget: WaitBudget = field(default_factory=_call_budget, compare=False, repr=False)
 
     @classmethod
     def from_prompt(cls, prompt: str) -> Directives:

@@ -7,7 +7,6 @@ import base64
 import time
 from collections.abc import Callable, Iterator
 
-from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from PIL import Image
 
@@ -28,12 +27,11 @@ Drawing = Callable[[int], Image.Image]
 
 def misbehaviour_response(directives: Directives, request_id: str) -> JsonResponse | None:
     """Wait and fail as the prompt's directives ask; None when the request should succeed."""
-    longest = float(settings.SANDBOX_MAX_LATENCY_SECONDS)
     if directives.timeout:
-        time.sleep(longest)
+        directives.budget.wait_out()
         return responses.timeout_response()
     if directives.latency_seconds:
-        time.sleep(min(directives.latency_seconds, longest))
+        directives.budget.wait(directives.latency_seconds)
     if directives.error_status is not None:
         return responses.simulated_error_response(directives.error_status)
     if directives.refuse:
@@ -104,7 +102,7 @@ def image_events(
     event carries that image's usage; the prompt's input tokens are counted on the first
     one, so the completed events add up to the usage of the whole request.
     """
-    pacer = streaming.Pacer(directives.pace_seconds)
+    pacer = streaming.Pacer(directives)
     settings_used = {
         # The SDK reads size as any WIDTHxHEIGHT; the published schema lists only three.
         "size": image_request.size,

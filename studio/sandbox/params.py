@@ -22,6 +22,8 @@ DEFAULT_SIZE = (1024, 1024)
 DEFAULT_COMPRESSION = 100
 MODERATIONS = ("low", "auto")
 INPUT_FIDELITIES = ("high", "low")
+# gpt-image-2 takes no input_fidelity (the SDK: "For gpt-image-2, omit this parameter").
+MODELS_WITHOUT_INPUT_FIDELITY = MODELS
 MIN_IMAGES, MAX_IMAGES = 1, 10
 MIN_COMPRESSION, MAX_COMPRESSION = 0, 100
 MIN_PARTIAL_IMAGES, MAX_PARTIAL_IMAGES = 0, 3
@@ -79,7 +81,6 @@ class ImageRequest:
     background: str
     partial_images: int = 0
     stream: bool = False
-    input_fidelity: str = "low"
 
     @property
     def size(self) -> str:
@@ -148,9 +149,8 @@ def image_request_from_fields(fields: dict, known: frozenset[str]) -> ImageReque
     background = read_background(fields)
     if "moderation" in known:
         read_choice(fields, "moderation", MODERATIONS, "auto")
-    input_fidelity = "low"
     if "input_fidelity" in known:
-        input_fidelity = read_choice(fields, "input_fidelity", INPUT_FIDELITIES, "low")
+        refuse_input_fidelity(fields, model)
     partial_images = _read_partial_images(fields)
     stream = read_flag(fields, "stream")
     return ImageRequest(
@@ -165,8 +165,21 @@ def image_request_from_fields(fields: dict, known: frozenset[str]) -> ImageReque
         background=background,
         partial_images=partial_images,
         stream=stream,
-        input_fidelity=input_fidelity,
     )
+
+
+def refuse_input_fidelity(fields: dict, model: str, *, prefix: str = "") -> None:
+    """An input_fidelity that is not null is checked, then refused as the API refuses it for
+    gpt-image-2: every model the sandbox serves."""
+    if fields.get("input_fidelity") is None:
+        return
+    read_choice(fields, "input_fidelity", INPUT_FIDELITIES, "low", prefix=prefix)
+    if model in MODELS_WITHOUT_INPUT_FIDELITY:
+        raise InvalidRequest(
+            f"Invalid parameter: '{prefix}input_fidelity' is not supported with {model}; omit it.",
+            param=prefix + "input_fidelity",
+            code="unsupported_parameter",
+        )
 
 
 def read_size_value(size: object, param: str = "size") -> tuple[int, int] | None:

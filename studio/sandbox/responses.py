@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 from studio.sandbox.params import InvalidRequest
 
@@ -16,17 +15,9 @@ SERVER_ERROR_MESSAGE = "The server had an error while processing your request."
 View = Callable[..., HttpResponse]
 
 
-def with_request_id(view: View) -> View:
-    """Give the request an OpenAI-style id and echo it on every response, errors included."""
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        request.sandbox_request_id = f"req_{uuid.uuid4().hex}"
-        response = view(request, *args, **kwargs)
-        response[REQUEST_ID_HEADER] = request.sandbox_request_id
-        return response
-
-    return wrapper
+def new_request_id() -> str:
+    """An OpenAI-style request id (studio.sandbox.middleware puts it on every answer)."""
+    return f"req_{uuid.uuid4().hex}"
 
 
 def error_response(
@@ -56,6 +47,24 @@ def missing_api_key_response() -> JsonResponse:
         401,
         "You didn't provide an API key. You need to provide your API key in an Authorization "
         "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        code="invalid_api_key",
+    )
+
+
+def incorrect_api_key_response() -> JsonResponse:
+    return error_response(
+        401,
+        "Incorrect API key provided. The sandbox takes only the key in its SANDBOX_API_KEY.",
+        code="invalid_api_key",
+    )
+
+
+def sandbox_closed_response() -> JsonResponse:
+    """Production without SANDBOX_API_KEY: no key opens the sandbox (check --deploy says so)."""
+    return error_response(
+        401,
+        "The sandbox accepts no API key: it runs with DEBUG off and no SANDBOX_API_KEY is "
+        "set. Set SANDBOX_API_KEY for the sandbox and its route.",
         code="invalid_api_key",
     )
 

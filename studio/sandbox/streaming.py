@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 
+from studio.sandbox.directives import Directives
 from studio.sandbox.responses import SERVER_ERROR_MESSAGE
 
 
@@ -41,13 +40,13 @@ def stream_error_data(
 
 
 class Pacer:
-    """Waits the directive's pace between events (capped like any sandbox latency)."""
+    """Waits the directive's pace between events, out of the call's one wait budget."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = min(seconds, float(settings.SANDBOX_MAX_LATENCY_SECONDS))
+    def __init__(self, directives: Directives) -> None:
+        self.directives = directives
         self.started = False
 
     def wait(self) -> None:
-        if self.started and self.seconds:
-            time.sleep(self.seconds)
+        if self.started and self.directives.pace_seconds:
+            self.directives.budget.wait(self.directives.pace_seconds)
         self.started = True

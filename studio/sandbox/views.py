@@ -13,28 +13,37 @@ from studio.sandbox.directives import Directives
 from studio.sandbox.params import InvalidRequest, read_image_request
 
 
-def has_bearer_token(request: HttpRequest) -> bool:
-    """A bearer key: the one in SANDBOX_API_KEY when it is set, else any non-empty one."""
+def key_problem(request: HttpRequest) -> HttpResponse | None:
+    """A 401 unless the request carries the bearer key the sandbox takes: SANDBOX_API_KEY
+    when set; in development, when it is not, any non-empty one; in production none at all."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return False
+    token = token.strip()
     expected = settings.SANDBOX_API_KEY
-    return not expected or secrets.compare_digest(token.strip(), expected)
+    if not expected and settings.SANDBOX_KEY_REQUIRED:
+        return responses.sandbox_closed_response()
+    if scheme.lower() != "bearer" or not token:
+        return responses.missing_api_key_response()
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a header may hold.
+    if expected and not secrets.compare_digest(token.encode(), expected.encode()):
+        return responses.incorrect_api_key_response()
+    return None
 
 
 def sandbox_endpoint(view: responses.View) -> responses.View:
-    """POST only, a request id on every answer, a bearer key, and 400s for bad requests."""
+    """POST only, a bearer key, and 400s for bad requests. (The request id and the error
+    shape of anything else are studio.sandbox.middleware's.)"""
 
     @functools.wraps(view)
     def checked(request: HttpRequest) -> HttpResponse:
-        if not has_bearer_token(request):
-            return responses.missing_api_key_response()
+        refusal = key_problem(request)
+        if refusal is not None:
+            return refusal
         try:
             return view(request)
         except InvalidRequest as problem:
             return responses.invalid_request_response(problem)
 
-    return csrf_exempt(responses.with_request_id(require_POST(checked)))
+    return csrf_exempt(require_POST(checked))
 
 
 @sandbox_endpoint

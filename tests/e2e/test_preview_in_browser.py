@@ -8,7 +8,12 @@ from studio.models import GenerationRequest, OutputImage, Status
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_generate_in_browser import log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.services]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.e2e,
+    pytest.mark.services,
+    pytest.mark.usefixtures("ledger_checked"),
+]
 
 
 @pytest.fixture
