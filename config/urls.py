@@ -6,13 +6,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from studio import views as studio_views
+from studio.forms import LoginForm
 
 urlpatterns = [
     path("", include("studio.urls")),
     path("review/", include("review.urls")),
     path("audit/", include("review.audit_urls")),
     # Log in, log out and change a password; no e-mailed reset (there is no mail set up).
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(authentication_form=LoginForm),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "accounts/password_change/",

@@ -49,6 +49,7 @@ from django.utils import timezone
 from review import rollups
 from studio import imagerules
 from studio.billing import billing_of
+from studio.forms import FilterDateField
 from studio.models import (
     Attempt,
     Budget,
@@ -81,8 +82,8 @@ def _choices(pairs, empty: str = "any") -> list[tuple[str, str]]:
 class AuditFilterForm(forms.Form):
     """The GET filters shared by the dashboard, the attempt list and the CSV export."""
 
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = FilterDateField(required=False)
+    end = FilterDateField(required=False)
     route = forms.ChoiceField(required=False, label="Attempt's route")
     submitted_to = forms.ChoiceField(required=False, label="Request's route")
     user = forms.CharField(required=False, max_length=150, label="User name")

@@ -13,7 +13,7 @@ from itertools import chain, islice
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from review import audit
 from studio.views import role_required
@@ -23,7 +23,7 @@ CSV_LINES_PER_CHUNK = 500
 
 
 @role_required("admin")
-@require_GET
+@require_safe
 def dashboard(request):
     filters, form = audit.read_filters(request.GET)
     context = {
@@ -36,7 +36,7 @@ def dashboard(request):
 
 
 @role_required("admin")
-@require_GET
+@require_safe
 def attempts(request):
     filters, form = audit.read_filters(request.GET)
     page = audit.ledger_page(filters, request.GET.get("page"), ATTEMPTS_PER_PAGE)
@@ -64,7 +64,7 @@ def _csv_chunks(lines: Iterable[list[str]]) -> Iterator[str]:
 
 
 @role_required("admin")
-@require_GET
+@require_safe
 def export(request):
     """The filtered ledger as CSV, streamed as the database cursor yields rows."""
     filters, _ = audit.read_filters(request.GET)

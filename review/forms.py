@@ -6,9 +6,9 @@ import io
 
 from django import forms
 from django.core.files.base import ContentFile
-from PIL import Image, UnidentifiedImageError
 
 from review.models import TextInspection
+from studio.uploads import UNREADABLE, TooManyPixels, UploadRejected, eight_bit, open_header
 
 MAX_REGION_BYTES = 8 * 1024 * 1024
 
@@ -51,17 +51,34 @@ class DecisionForm(forms.Form):
             raise forms.ValidationError({"region": "The drawn region must be a PNG."})
         try:
             raw = base64.b64decode(data_url[len(prefix) :], validate=True)
-            with Image.open(io.BytesIO(raw), formats=["PNG"]) as image:
-                image.load()
-                size, mask = image.size, image.convert("RGBA")
-        except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+        except (binascii.Error, ValueError):
             raise forms.ValidationError(
                 {"region": "The drawn region is not a readable PNG."}
             ) from None
         expected = (self.output.width, self.output.height)
-        if size != expected:
-            want, got = "x".join(map(str, expected)), "x".join(map(str, size))
-            raise forms.ValidationError({"region": f"The region must be {want}; it is {got}."})
+        want = "x".join(map(str, expected))
+        try:
+            image = open_header(raw, ("PNG",))
+        except TooManyPixels as bomb:
+            raise forms.ValidationError(
+                {"region": f"The region must be {want}; it claims {bomb.pixels:,} pixels."}
+            ) from None
+        except UploadRejected:
+            raise forms.ValidationError(
+                {"region": "The drawn region is not a readable PNG."}
+            ) from None
+        with image:
+            # The size comes from the header: nothing is decoded unless it is the output's.
+            if image.size != expected:
+                got = "x".join(map(str, image.size))
+                raise forms.ValidationError({"region": f"The region must be {want}; it is {got}."})
+            try:
+                image.load()
+                mask = eight_bit(image).convert("RGBA")
+            except UNREADABLE:
+                raise forms.ValidationError(
+                    {"region": "The drawn region is not a readable PNG."}
+                ) from None
         buffer = io.BytesIO()
         mask.save(buffer, "PNG")
         return ContentFile(buffer.getvalue(), name=f"{self.output.id}-region.png")

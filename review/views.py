@@ -8,7 +8,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from review import ocr
 from review.forms import DecisionForm, InspectionForm
@@ -78,7 +78,7 @@ def _facet(outputs, field: str) -> list[tuple[str, str, int]]:
 
 
 @role_required(*REVIEWER_ROLES)
-@require_GET
+@require_safe
 def queue(request):
     outputs, active = _filtered_queue(request.GET)
     everything = awaiting_review()
@@ -167,7 +167,7 @@ def _ocr_text(output: OutputImage) -> str | None:
 
 
 @role_required(*REVIEWER_ROLES)
-@require_GET
+@require_safe
 def output_review(request, output_id):
     output = _get_output_for_reviewer(output_id)
     ReviewClaim.take(output, request.user)
@@ -175,11 +175,11 @@ def output_review(request, output_id):
 
 
 @role_required(*REVIEWER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def inspection(request, output_id):
     """The text inspection partial: GET runs OCR (lazily, once), POST records inspections."""
     output = _get_output_for_reviewer(output_id)
-    if request.method == "GET":
+    if request.method != "POST":
         context = _inspection_context(output, ocr_text=_ocr_text(output))
         return render(request, "review/output.html#inspection", context)
     labels = expected_labels(output)

@@ -5,9 +5,12 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.urls import reverse
 from django.utils.html import format_html
 
+from studio.forms import AdminLoginForm
 from studio.models import (
     Attempt,
     Budget,
@@ -262,6 +265,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in GenerationRequest._meta.fields]
     inlines = [AttemptInline]
 
+    def has_add_permission(self, request) -> bool:
+        return False  # requests are submitted by designers, never typed into the admin
+
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # the ledger: requests and their attempts are the audit's record
 
@@ -270,6 +276,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 class OutputImageAdmin(admin.ModelAdmin):
     list_display = ["id", "request", "kind", "index", "width", "height", "format", "bytes"]
     readonly_fields = [f.name for f in OutputImage._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # outputs come from the pipeline; a form of read-only fields adds nothing
 
 
 class PromptFrameVersionInline(admin.TabularInline):
@@ -308,3 +317,25 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # deleting one would delete its turns' requests from the ledger
+
+
+class BoundedDateChangeList(ChangeList):
+    """Django's date hierarchy adds a day, a month or a year to the date in the URL; at
+    ?…__year=9999&…__month=12 that overflows into a 500. Such a date is a bad lookup, which
+    the admin answers like any other (the list again, with ?e=1)."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+def _bound_date_lookups(site: admin.AdminSite) -> None:
+    """Every list in the admin, django-axes' included (registered before this module runs)."""
+    for model_admin in site._registry.values():
+        model_admin.get_changelist = lambda request, **kwargs: BoundedDateChangeList
+
+
+_bound_date_lookups(admin.site)
+admin.site.login_form = AdminLoginForm

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
+from studio.uploads import UNREADABLE, UploadRejected, eight_bit, open_header
+
 # Defaults that would be settings; kept here so the check has one home.
 DRIFT_THRESHOLD = 0.10  # share of protected cells; above it the output is flagged
 TOLERANCE = 24  # largest channel difference (0-255) a cell may show and still count as kept
@@ -104,10 +106,17 @@ def heatmap_png(drift: Drift, output: Image.Image) -> bytes:
 
 
 def open_image(data: bytes) -> Image.Image:
-    """Open bytes the studio stored itself (outputs and re-encoded inputs)."""
-    image = Image.open(io.BytesIO(data), formats=("PNG", "JPEG", "WEBP"))
-    image.load()
-    return image
+    """Open bytes the studio stored (outputs and re-encoded inputs) in an 8-bit mode with
+    their tones kept; whatever keeps them from being read (damage, a provider's bomb) is an
+    OSError, which callers already treat as a file they cannot use."""
+    try:
+        image = open_header(data, ("PNG", "JPEG", "WEBP"))
+        image.load()
+        return eight_bit(image)
+    except UploadRejected as problem:
+        raise OSError(f"The stored image cannot be read: {problem}") from None
+    except UNREADABLE as problem:
+        raise OSError(f"The stored image cannot be read: {problem}") from None
 
 
 def check_edit(request, outputs: list) -> None:

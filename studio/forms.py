@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field, replace
+from datetime import date
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 from django.db import models, transaction
+from django.utils import timezone
 
 from studio import imagerules, pricing
 from studio.models import (
@@ -30,6 +35,56 @@ from studio.uploads import (
 
 CUSTOM_SIZE = "custom"
 SLOT_PREFIX = "slot_"
+
+
+# Date filters accept days the studio can hold: none before this, none past a year from now.
+# Further out (0001-01-01, 9999-12-31) a day's end or a chart's weeks overflow Python's dates
+# or take a page minutes to draw.
+EARLIEST_FILTER_DATE = date(2000, 1, 1)
+FILTER_DATE_YEARS_AHEAD = 1
+
+
+class FilterDateField(forms.DateField):
+    """A date in a filter, bounded so that every date arithmetic on it stays in range."""
+
+    widget = forms.DateInput(attrs={"type": "date"})
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        if value in self.empty_values:
+            return
+        latest = timezone.localdate().replace(month=12, day=31)
+        latest = latest.replace(year=latest.year + FILTER_DATE_YEARS_AHEAD)
+        if not EARLIEST_FILTER_DATE <= value <= latest:
+            raise forms.ValidationError(
+                f"Choose a date between {EARLIEST_FILTER_DATE:%Y-%m-%d} and {latest:%Y-%m-%d}.",
+                code="out_of_range",
+            )
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except OverflowError:  # a year past 9999 (Django lets some through as overflow)
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+class UsernameLengthChecked:
+    """Django's login forms set the username's max_length after the field is built, so the
+    length is never checked: a longer name went on to authenticate() and to django-axes,
+    whose record of the failed login holds 255 characters (PostgreSQL refused: a 500)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["username"]
+        field.validators.append(MaxLengthValidator(field.max_length))
+
+
+class LoginForm(UsernameLengthChecked, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(UsernameLengthChecked, AdminAuthenticationForm):
+    pass
 
 
 class RouteChoiceField(forms.ModelChoiceField):
@@ -155,6 +210,8 @@ class ComposerForm(forms.Form):
                 "Compression applies only to JPEG and WebP; leave it empty for PNG.",
             )
         route = data.get("route")
+        for problem in imagerules.background_problems(data.get("background"), output_format):
+            self.add_error("background", problem)
         if data.get("background") == "transparent" and route and not route.supports_transparent:
             self.add_error(
                 "background",
@@ -392,6 +449,9 @@ class EditForm(ComposerForm):
         self.for_preview = for_preview
         super().__init__(*args, **kwargs)
         self.checked_inputs: list[CheckedImage] = []
+        # The source once it passed its checks, even when another file did not: its size
+        # still decides "same as the source", so a bad mask is the only error shown.
+        self.checked_source: CheckedImage | None = None
         self.source_from_output: OutputImage | None = self._source_output()
         presets = list(self.fields["size"].choices)
         self.fields["size"].choices = [(SOURCE_SIZE, self._source_size_label()), *presets]
@@ -465,6 +525,7 @@ class EditForm(ComposerForm):
         except UploadRejected as problem:
             self.add_error("source", str(problem))
             return
+        self.checked_source = source
         checked = [source]
         for file in references:
             try:
@@ -501,8 +562,8 @@ class EditForm(ComposerForm):
         data["width"], data["height"] = imagerules.edit_output_size(*size)
 
     def _source_dimensions(self) -> tuple[int, int] | None:
-        if self.checked_inputs:
-            return self.checked_inputs[0].width, self.checked_inputs[0].height
+        if self.checked_source is not None:
+            return self.checked_source.width, self.checked_source.height
         if self.source_from_output is not None:
             return self.source_from_output.width, self.source_from_output.height
         if self.for_preview:

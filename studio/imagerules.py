@@ -92,12 +92,30 @@ UPLOAD_MESSAGES = {
     "gps": "The photo carries GPS location data (EXIF). Export it without its location and "
     "choose it again: the studio does not send where a photo was taken to an image provider.",
     "mask_bytes": "The mask must be smaller than {limit} (it is {size}).",
+    "mask_pixels": "The mask has too many pixels ({pixels}): it must be the size of the image, "
+    "{width}x{height}.",
     "mask_format": "The mask must be a PNG file (it is {shown}).",
     "mask_alpha": "The mask must be a PNG with an alpha channel: its fully transparent pixels "
     "mark the area to edit.",
     "mask_size": "The mask must have the same dimensions as the image "
     "(mask {mask_width}x{mask_height}, image {width}x{height}).",
 }
+
+
+# The output settings' rules that the browser checks too.
+TRANSPARENT_FORMATS = ("png", "webp")
+SETTING_MESSAGES = {
+    "transparent_format": "A transparent background needs PNG or WebP output; {format} has no "
+    "transparency. Choose PNG or WebP, or an opaque background.",
+}
+
+
+def background_problems(background: str | None, output_format: str | None) -> list[str]:
+    """A transparent background is only possible in a format with an alpha channel."""
+    if background == "transparent" and output_format not in TRANSPARENT_FORMATS:
+        shown = (output_format or "this format").upper()
+        return [SETTING_MESSAGES["transparent_format"].format(format=shown)]
+    return []
 
 
 def upload_message(key: str, **values: object) -> str:
@@ -127,11 +145,8 @@ def input_image_problems(
     """
     problems = []
     if image_bytes > MAX_INPUT_BYTES:
-        problems.append(
-            upload_message(
-                "input_bytes", limit=_megabytes(MAX_INPUT_BYTES), size=_megabytes(image_bytes)
-            )
-        )
+        limit, size = sizes_apart(MAX_INPUT_BYTES, image_bytes)
+        problems.append(upload_message("input_bytes", limit=limit, size=size))
     if image_format not in ALLOWED_INPUT_FORMATS:
         problems.append(upload_message("input_format", shown=_shown_format(image_format)))
     if width * height > MAX_INPUT_PIXELS:
@@ -141,6 +156,12 @@ def input_image_problems(
 
 def pixel_problem(pixels: int) -> str:
     return upload_message("input_pixels", max_pixels=f"{MAX_INPUT_PIXELS:,}", pixels=f"{pixels:,}")
+
+
+def mask_pixel_problem(pixels: int, source_width: int, source_height: int) -> str:
+    return upload_message(
+        "mask_pixels", pixels=f"{pixels:,}", width=source_width, height=source_height
+    )
 
 
 def mask_problems(
@@ -159,11 +180,8 @@ def mask_problems(
     """
     problems = []
     if mask_bytes > MAX_MASK_BYTES:
-        problems.append(
-            upload_message(
-                "mask_bytes", limit=_megabytes(MAX_MASK_BYTES), size=_megabytes(mask_bytes)
-            )
-        )
+        limit, size = sizes_apart(MAX_MASK_BYTES, mask_bytes)
+        problems.append(upload_message("mask_bytes", limit=limit, size=size))
     if mask_format != MASK_FORMAT:
         problems.append(upload_message("mask_format", shown=_shown_format(mask_format)))
     elif not mask_has_alpha:
@@ -224,6 +242,8 @@ def rules_for_browser() -> dict:
         "qualities": list(QUALITIES),
         "output_formats": list(OUTPUT_FORMATS),
         "backgrounds": list(BACKGROUNDS),
+        "transparent_formats": list(TRANSPARENT_FORMATS),
+        "setting_messages": SETTING_MESSAGES,
         "input": {
             "max_images": MAX_INPUT_IMAGES,
             "max_bytes": MAX_INPUT_BYTES,
@@ -242,8 +262,26 @@ def rules_for_browser() -> dict:
     }
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+MEGABYTE = 1024 * 1024
+
+
+def megabytes(size: int, decimals: int = 1) -> str:
+    """Bytes as MB, rounded half up in whole numbers (so static/js/imagecheck.js, which does
+    the same, shows the same figure), trailing zeros dropped: 4 MB, 4.5 MB, 4.002 MB."""
+    scaled = (size * 10**decimals * 2 + MEGABYTE) // (2 * MEGABYTE)
+    whole, fraction = divmod(scaled, 10**decimals)
+    digits = f"{fraction:0{decimals}d}".rstrip("0") if decimals else ""
+    return f"{whole}.{digits} MB" if digits else f"{whole} MB"
+
+
+def sizes_apart(limit: int, size: int) -> tuple[str, str]:
+    """The limit and a size over it, with as many decimals as it takes to tell them apart
+    (a 4.002 MB file is not "4 MB"), in bytes when even three decimals do not."""
+    for decimals in (1, 2, 3):
+        shown = megabytes(limit, decimals), megabytes(size, decimals)
+        if shown[0] != shown[1]:
+            return shown
+    return f"{limit:,} bytes", f"{size:,} bytes"
 
 
 QUOTED_PATTERN = re.compile(r'"([^"]+)"|“([^”]+)”')

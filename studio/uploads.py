@@ -47,6 +47,14 @@ class UploadRejected(Exception):
     """A file that breaks an upload rule; the message is shown next to the field."""
 
 
+class TooManyPixels(UploadRejected):
+    """A header that declares more pixels than the studio decodes (a decompression bomb)."""
+
+    def __init__(self, pixels: int) -> None:
+        super().__init__(imagerules.pixel_problem(pixels))
+        self.pixels = pixels
+
+
 @dataclass(frozen=True)
 class CheckedImage:
     """An input image as the studio keeps it: re-encoded bytes and what they hold."""
@@ -79,7 +87,7 @@ class CheckedImage:
         return self.mode in ("RGBA", "LA")
 
     def pixels(self) -> Image.Image:
-        image = Image.open(io.BytesIO(self.data), formats=PILLOW_FORMATS)
+        image = open_header(self.data, PILLOW_FORMATS)
         image.load()
         return image
 
@@ -112,9 +120,16 @@ def read_mask(stream: IO[bytes], size: int, name: str, source: CheckedImage) -> 
     data = _read_all(stream)
     try:
         image, mask_format = _open(data, name)
+    except TooManyPixels as bomb:
+        raise UploadRejected(
+            imagerules.mask_pixel_problem(bomb.pixels, source.width, source.height)
+        ) from None
     except UploadRejected:
         raise UploadRejected(problems(None, 0, 0, False)[0]) from None
     with image:
+        pixels = image.width * image.height
+        if pixels > imagerules.MAX_INPUT_PIXELS:
+            raise UploadRejected(imagerules.mask_pixel_problem(pixels, source.width, source.height))
         # No pixel is decoded for a mask of another size; reading a PNG's EXIF (for its
         # orientation) decodes the whole image, so it comes after that check.
         dimensions = image.size
@@ -140,15 +155,10 @@ def _read_all(stream: IO[bytes]) -> bytes:
 def _open(data: bytes, name: str) -> tuple[Image.Image, str]:
     """Open the header only; the caller checks the size before load() decodes anything."""
     try:
-        with warnings.catch_warnings():
-            # Between Pillow's warning and error limits: imagerules decides, with a message.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
-    except Image.DecompressionBombError as bomb:
-        found = BOMB_PIXELS.search(str(bomb))
-        pixels = int(found.group(1)) if found else imagerules.MAX_INPUT_PIXELS + 1
-        raise UploadRejected(imagerules.pixel_problem(pixels)) from None
-    except UNREADABLE:
+        image = open_header(data, PILLOW_FORMATS)
+    except TooManyPixels:
+        raise
+    except UploadRejected:
         raise UploadRejected(
             imagerules.upload_message("input_format", shown=_unreadable())
         ) from None
@@ -157,6 +167,24 @@ def _open(data: bytes, name: str) -> tuple[Image.Image, str]:
         image.close()
         raise UploadRejected(imagerules.upload_message("input_format", shown=_unreadable()))
     return image, image_format
+
+
+def open_header(data: bytes, formats: tuple[str, ...]) -> Image.Image:
+    """Read an image's header, no pixel yet: every image the studio is handed goes through
+    here (uploads, masks, a reviewer's region), so Pillow's decompression-bomb error and
+    whatever it raises on a broken file become an UploadRejected with a message."""
+    try:
+        with warnings.catch_warnings():
+            # Between Pillow's warning and error limits: the caller decides, with a message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=formats)
+    except Image.DecompressionBombError as bomb:
+        found = BOMB_PIXELS.search(str(bomb))
+        raise TooManyPixels(
+            int(found.group(1)) if found else imagerules.MAX_INPUT_PIXELS + 1
+        ) from None
+    except UNREADABLE:
+        raise UploadRejected(_unreadable()) from None
 
 
 def _unreadable() -> str:
@@ -179,7 +207,8 @@ def _decoded(image: Image.Image, image_format: str) -> Image.Image:
 
 def _normalised(image: Image.Image) -> Image.Image:
     icc = image.info.get("icc_profile")
-    alpha = _has_alpha(image)
+    image = eight_bit(image)
+    alpha = image.mode in ("LA", "RGBA")
     if image.mode == "L" and not icc:
         return image.copy()
     mode = "RGBA" if alpha else "RGB"
@@ -196,6 +225,42 @@ def _normalised(image: Image.Image) -> Image.Image:
         except (ImageCms.PyCMSError, OSError, ValueError):
             pass  # a broken profile: keep the numbers as they are, as most viewers would
     return image.convert(mode)
+
+
+# Pillow's convert() clips modes wider than 8 bits at 255: a 16-bit grey ramp would come out
+# almost all white. These are scaled into 0-255 first. "I" and "F" carry no scale of their
+# own: Pillow's convention is 0-255 (what convert("I") of an "L" image holds), a 16-bit
+# source fills 0-65535, and floats from 0-1 are common; the values say which.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+EIGHT_BIT_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """The image as L, LA, RGB or RGBA with its tones kept, from any mode Pillow opens."""
+    mode = image.mode
+    if mode in EIGHT_BIT_MODES:
+        return image
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        wide = image.convert("F") if mode != "F" else image
+        scale = 1 / 257 if mode in SIXTEEN_BIT_MODES else _tone_scale(wide)
+        return wide.point(lambda value: value * scale + 0.5).convert("L")
+    if mode == "LAB":
+        return ImageCms.profileToProfile(
+            image, ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), outputMode="RGB"
+        )
+    if mode == "1":
+        return image.convert("L")
+    if mode == "La":
+        return image.convert("LA")
+    return image.convert("RGBA" if _has_alpha(image) else "RGB")
+
+
+def _tone_scale(image: Image.Image) -> float:
+    """What to multiply "I" or "F" values by to bring them into 0-255."""
+    _, highest = image.getextrema()
+    if image.mode == "F" and highest <= 1.0:
+        return 255.0
+    return 1.0 if highest <= 255 else 1 / 257
 
 
 def _reencoded(

@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from studio import drift, imagerules
@@ -89,7 +89,7 @@ def _composer_context(request, form: ComposerForm) -> dict:
     preview = form.preview()
     if preview.route is not None and not preview.route.is_sandbox:
         preview.budgets = [(b, b.remaining()) for b in Budget.applying_to(request.user)]
-    return {"form": form, "preview": preview}
+    return {"form": form, "preview": preview, "image_rules": imagerules.rules_for_browser()}
 
 
 def _composer_initial(request) -> dict:
@@ -106,9 +106,9 @@ def _composer_initial(request) -> dict:
 def _frame_from(raw: str | None, frames) -> PromptFrame | None:
     """A frame by key (links) or by id (the frame picker)."""
     raw = raw or ""
-    return frames.filter(key=raw).first() or (
-        frames.filter(pk=int(raw)).first() if raw.isdigit() else None
-    )
+    # isascii: "²" is a digit to isdigit() but not to int(); and ids are short.
+    by_id = raw.isascii() and raw.isdigit() and len(raw) < 19
+    return frames.filter(key=raw).first() or (frames.filter(pk=int(raw)).first() if by_id else None)
 
 
 def _edit_frame_handoff(request, raw: str | None):
@@ -121,10 +121,10 @@ def _edit_frame_handoff(request, raw: str | None):
 
 
 @role_required(*DESIGNER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def request_new(request):
     """The composer: frame and slots or a free prompt, settings, route, live estimate."""
-    if request.method == "GET":
+    if request.method != "POST":
         chosen = request.GET.get("frame")
     else:  # the no-JavaScript "Use this frame" button previews
         chosen = request.POST.get("frame") if request.POST.get("action") == "preview" else None
@@ -146,7 +146,7 @@ def request_new(request):
     else:
         form = ComposerForm(initial=_composer_initial(request))
     template = "studio/request_new.html"
-    if request.htmx and request.method == "GET":
+    if request.htmx and request.method != "POST":
         template += "#composer"
     return render(request, template, _composer_context(request, form))
 
@@ -182,13 +182,12 @@ def _edit_context(request, form: EditForm) -> dict:
     return {
         **_composer_context(request, form),
         "source_output": form.source_from_output,
-        "image_rules": imagerules.rules_for_browser(),
         "max_references": imagerules.MAX_INPUT_IMAGES - 1,
     }
 
 
 @role_required(*DESIGNER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def edit_new(request):
     """The edit page: a source (uploaded or an output), references, a mask painted or
     uploaded, an edit frame or a free prompt, settings and the estimate."""
@@ -211,7 +210,7 @@ def edit_new(request):
     else:
         form = EditForm(initial=_edit_initial(request), user=request.user)
     template = "studio/edit_new.html"
-    if request.htmx and request.method == "GET":
+    if request.htmx and request.method != "POST":
         template += "#prompt-fields"
     return render(request, template, _edit_context(request, form), status=status)
 
@@ -283,7 +282,7 @@ def request_run_again(request, request_id):
 
 
 @role_required(*DESIGNER_ROLES)
-@require_GET
+@require_safe
 def request_list(request):
     requests = (
         GenerationRequest.objects.filter(created_by=request.user)
@@ -295,7 +294,7 @@ def request_list(request):
 
 
 @login_required
-@require_GET
+@require_safe
 @never_cache
 def request_detail(request, request_id):
     generation = _get_request_for_user(request.user, request_id)
@@ -328,7 +327,7 @@ def _preview_context(generation: GenerationRequest) -> dict:
 
 
 @login_required
-@require_GET
+@require_safe
 def input_file(request, input_id):
     visible = GenerationRequest.objects.visible_to(request.user)
     item = get_object_or_404(InputImage.objects.filter(request__in=visible), pk=input_id)
@@ -340,14 +339,14 @@ def input_file(request, input_id):
 
 
 @login_required
-@require_GET
+@require_safe
 def output_drift(request, output_id):
     """The drift heatmap of a masked edit's output, measured again from the stored files."""
     output = _get_output_for_user(request.user, output_id)
     try:
         measured = drift.measure_output(output)
     except OSError:
-        raise Http404("A file the heatmap needs is gone.") from None
+        raise Http404("A file the heatmap needs is gone or cannot be read.") from None
     if measured is None:
         raise Http404("This output is not from a masked edit.")
     response = HttpResponse(drift.heatmap_png(*measured), content_type="image/png")
@@ -357,7 +356,7 @@ def output_drift(request, output_id):
 
 
 @login_required
-@require_GET
+@require_safe
 def output_file(request, output_id):
     output = _get_output_for_user(request.user, output_id)
     try:
@@ -385,7 +384,7 @@ def private_file_response(handle, content_type: str, name: str) -> FileResponse:
     return response
 
 
-@require_GET
+@require_safe
 def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -423,25 +422,29 @@ def _get_conversation_for_user(user, conversation_id) -> Conversation:
 
 
 @role_required(*DESIGNER_ROLES)
-@require_GET
+@require_safe
 def conversation_list(request):
     conversations = Conversation.objects.filter(owner=request.user).select_related("route")
     return render(request, "studio/conversation_list.html", {"conversations": conversations})
 
 
 @role_required(*DESIGNER_ROLES)
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def conversation_new(request):
     """Start multi-turn work with the assistant: settings for every turn, and a first message."""
     form = ConversationForm(request.POST or None)
+    status = 200
     if request.method == "POST" and form.is_valid():
         try:
             conversation, _turn = form.start(request.user)
-        except (BudgetExceeded, SubmissionFlood) as refusal:
+        except BudgetExceeded as refusal:
             form.add_error(None, str(refusal))
+        except SubmissionFlood as flood:
+            form.add_error(None, str(flood))
+            status = 429  # as on the composer and the edit page
         else:
             return redirect(conversation)
-    return render(request, "studio/conversation_new.html", {"form": form})
+    return render(request, "studio/conversation_new.html", {"form": form}, status=status)
 
 
 def _conversation_context(request, conversation: Conversation, form=None) -> dict:
@@ -461,7 +464,7 @@ def _conversation_context(request, conversation: Conversation, form=None) -> dic
 
 
 @role_required(*DESIGNER_ROLES)
-@require_GET
+@require_safe
 @never_cache
 def conversation_detail(request, conversation_id):
     conversation = _get_conversation_for_user(request.user, conversation_id)
@@ -482,14 +485,18 @@ def conversation_turn(request, conversation_id):
     if conversation.owner_id != request.user.pk:
         raise Http404("No such conversation.")
     form = TurnForm(request.POST)
+    status = 200
     if form.is_valid():
         try:
             conversation.add_turn(request.user, form.cleaned_data["message"])
         except ValidationError as refusal:
             form.add_error(None, refusal)
-        except (BudgetExceeded, SubmissionFlood) as refusal:
+        except BudgetExceeded as refusal:
             form.add_error(None, str(refusal))
+        except SubmissionFlood as flood:
+            form.add_error(None, str(flood))
+            status = 429
         else:
             return redirect(conversation)
     context = _conversation_context(request, conversation, form)
-    return render(request, "studio/conversation_detail.html", context)
+    return render(request, "studio/conversation_detail.html", context, status=status)

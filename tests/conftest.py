@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import socket
 from decimal import Decimal
@@ -10,9 +12,21 @@ from urllib.parse import urlparse
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
+from PIL import Image
 
+from review.models import decide
 from studio.management.commands.seed_studio import GPT_IMAGE_2_RELEASE, STANDARD_PRICES
-from studio.models import PriceSheet, Route
+from studio.models import (
+    Attempt,
+    Conversation,
+    GenerationRequest,
+    InputImage,
+    OutputImage,
+    PriceSheet,
+    Route,
+    Status,
+)
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -249,3 +263,73 @@ def seed_frames(db):
         if not PromptFrame.objects.filter(key=spec["key"]).exists():
             PromptFrame.objects.create(**spec)
     return {frame.key: frame for frame in PromptFrame.objects.all()}
+
+
+def png(size=(64, 64), mode="RGB", color=(120, 160, 200, 255)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color[: len(mode)]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def objects(designer, reviewer, sandbox_route, seed_frames):
+    """For the URL walks: the designer's masked edit, with its inputs, its output, a change
+    request on it, and a conversation."""
+    generation = GenerationRequest.objects.create(
+        created_by=designer,
+        route=sandbox_route,
+        operation="edit",
+        prompt="p",
+        prompt_sha256="0" * 64,
+        width=64,
+        height=64,
+        quality="low",
+        output_format="png",
+        provider_model="gpt-image-2",
+        status=Status.SUCCEEDED,
+    )
+    inputs = {}
+    for position, (role, data) in enumerate(
+        [("source", png()), ("mask", png(mode="RGBA", color=(0, 0, 0, 0)))]
+    ):
+        item = InputImage(
+            request=generation,
+            role=role,
+            position=position,
+            sha256=hashlib.sha256(data).hexdigest(),
+            bytes=len(data),
+            width=64,
+            height=64,
+            format="png",
+            mode="RGB" if role == "source" else "RGBA",
+            original_sha256=hashlib.sha256(data).hexdigest(),
+        )
+        item.file.save(f"{role}.png", ContentFile(data), save=False)
+        item.save()
+        inputs[role] = item
+    output = OutputImage(
+        request=generation,
+        attempt=Attempt.begin(generation, sandbox_route),
+        sha256="0" * 64,
+        bytes=10,
+        width=64,
+        height=64,
+        format="png",
+    )
+    output.file.save("00.png", ContentFile(png(color=(10, 20, 30, 255))), save=False)
+    output.save()
+    region = ContentFile(png(mode="RGBA", color=(0, 0, 0, 0)), name="region.png")
+    decision = decide(output, reviewer, "changes_requested", "bluer", region)
+    conversation = Conversation.objects.create(
+        owner=designer,
+        title="t",
+        route=sandbox_route,
+        settings={"width": 1024, "height": 1024, "quality": "low", "output_format": "png"},
+    )
+    return {
+        "conversation_id": conversation.id,
+        "request_id": generation.id,
+        "output_id": output.id,
+        "input_id": inputs["source"].id,
+        "decision_id": decision.id,
+    }

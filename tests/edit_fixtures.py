@@ -59,9 +59,10 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     )
 
 
-def padded_png(total_bytes: int) -> bytes:
-    """A valid PNG made `total_bytes` long by a private ancillary chunk before IEND."""
-    small = source_png(1024, 1024)
+def padded_png(total_bytes: int, small: bytes | None = None) -> bytes:
+    """A valid PNG (the source, or `small`) made `total_bytes` long by a private ancillary
+    chunk before IEND."""
+    small = small or source_png(1024, 1024)
     end = small.rindex(b"IEND") - 4
     padding = total_bytes - len(small) - 12
     return small[:end] + png_chunk(b"zpAd", b"\x00" * padding) + small[end:]
@@ -127,6 +128,21 @@ def refused_files() -> list[tuple[str, str, str, bytes, str]]:
             "mask.webp",
             encoded(Image.new("RGBA", SOURCE_SIZE), "WEBP"),
             "The mask must be a PNG file (it is WEBP).",
+        ),
+        (
+            "mask of 4.002 MB",
+            "mask",
+            "mask.png",
+            padded_png(round(4.002 * 1024 * 1024), mask_png()),
+            "The mask must be smaller than 4 MB (it is 4.002 MB).",
+        ),
+        (
+            "20000x20000 mask bomb",
+            "mask",
+            "mask.png",
+            png_bomb(),
+            "The mask has too many pixels (400,000,000): it must be the size of the image, "
+            "1024x1024.",
         ),
         (
             "51 MB file",

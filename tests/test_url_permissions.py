@@ -7,22 +7,11 @@ and for the owner against another user's object.
 
 from __future__ import annotations
 
-import hashlib
-import io
-
 import pytest
-from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from PIL import Image
 
-from review.models import decide
 from studio.models import (
-    Attempt,
-    Conversation,
     GenerationRequest,
-    InputImage,
-    OutputImage,
-    Status,
 )
 
 pytestmark = pytest.mark.django_db
@@ -124,94 +113,29 @@ EXPECTED = {
 }
 
 
-def named_urls() -> list[tuple[str, URLPattern]]:
-    def walk(patterns, namespace=""):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
-                yield from walk(pattern.url_patterns, inner)
-            elif pattern.name:
-                yield f"{namespace}{pattern.name}", pattern
+def walk_urls(patterns=None, namespace: str = "", prefix: str = ""):
+    """Every URL pattern served, admin and sandbox included, as (key, pattern, route): the
+    key is the pattern's namespaced name, or its full route when it has none."""
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from walk_urls(pattern.url_patterns, inner, route)
+        else:
+            yield (f"{namespace}{pattern.name}" if pattern.name else route), pattern, route
 
+
+def named_urls() -> list[tuple[str, URLPattern]]:
     return [
-        (name, pattern)
-        for name, pattern in walk(get_resolver().url_patterns)
-        if not name.startswith(("admin:", "sandbox:"))
+        (key, pattern)
+        for key, pattern, _route in walk_urls()
+        if pattern.name and not key.startswith(("admin:", "sandbox:"))
     ]
 
 
 def test_every_url_has_a_decision_about_who_may_open_it():
     undecided = sorted({name for name, _ in named_urls()} - set(EXPECTED) - PUBLIC)
     assert undecided == [], f"add these to EXPECTED in {__name__}: {undecided}"
-
-
-def png(size=(64, 64), mode="RGB", color=(120, 160, 200, 255)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color[: len(mode)]).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def objects(designer, reviewer, sandbox_route, seed_frames):
-    """The owner's masked edit, with its inputs, its output and a change request on it."""
-    generation = GenerationRequest.objects.create(
-        created_by=designer,
-        route=sandbox_route,
-        operation="edit",
-        prompt="p",
-        prompt_sha256="0" * 64,
-        width=64,
-        height=64,
-        quality="low",
-        output_format="png",
-        provider_model="gpt-image-2",
-        status=Status.SUCCEEDED,
-    )
-    inputs = {}
-    for position, (role, data) in enumerate(
-        [("source", png()), ("mask", png(mode="RGBA", color=(0, 0, 0, 0)))]
-    ):
-        item = InputImage(
-            request=generation,
-            role=role,
-            position=position,
-            sha256=hashlib.sha256(data).hexdigest(),
-            bytes=len(data),
-            width=64,
-            height=64,
-            format="png",
-            mode="RGB" if role == "source" else "RGBA",
-            original_sha256=hashlib.sha256(data).hexdigest(),
-        )
-        item.file.save(f"{role}.png", ContentFile(data), save=False)
-        item.save()
-        inputs[role] = item
-    output = OutputImage(
-        request=generation,
-        attempt=Attempt.begin(generation, sandbox_route),
-        sha256="0" * 64,
-        bytes=10,
-        width=64,
-        height=64,
-        format="png",
-    )
-    output.file.save("00.png", ContentFile(png(color=(10, 20, 30, 255))), save=False)
-    output.save()
-    region = ContentFile(png(mode="RGBA", color=(0, 0, 0, 0)), name="region.png")
-    decision = decide(output, reviewer, "changes_requested", "bluer", region)
-    conversation = Conversation.objects.create(
-        owner=designer,
-        title="t",
-        route=sandbox_route,
-        settings={"width": 1024, "height": 1024, "quality": "low", "output_format": "png"},
-    )
-    return {
-        "conversation_id": conversation.id,
-        "request_id": generation.id,
-        "output_id": output.id,
-        "input_id": inputs["source"].id,
-        "decision_id": decision.id,
-    }
 
 
 @pytest.fixture

@@ -15,8 +15,25 @@
     });
   }
 
-  function megabytes(size) {
-    return ((size / (1024 * 1024)).toFixed(1) + " MB").replace(".0 MB", " MB");
+  var MEGABYTE = 1024 * 1024;
+
+  // imagerules.megabytes: rounded half up in whole numbers, so both show the same figure.
+  function megabytes(size, decimals) {
+    if (decimals === undefined) decimals = 1;
+    var unit = Math.pow(10, decimals);
+    var scaled = Math.floor((size * unit * 2 + MEGABYTE) / (2 * MEGABYTE));
+    var whole = Math.floor(scaled / unit);
+    var digits = decimals ? String(scaled % unit).padStart(decimals, "0").replace(/0+$/, "") : "";
+    return digits ? whole + "." + digits + " MB" : whole + " MB";
+  }
+
+  // imagerules.sizes_apart: as many decimals as it takes to tell the two apart, else bytes.
+  function sizesApart(limit, size) {
+    for (var decimals = 1; decimals <= 3; decimals++) {
+      var shown = [megabytes(limit, decimals), megabytes(size, decimals)];
+      if (shown[0] !== shown[1]) return shown;
+    }
+    return [thousands(limit) + " bytes", thousands(size) + " bytes"];
   }
 
   function thousands(number) {
@@ -223,9 +240,8 @@
     var messages = rules.messages;
     var input = rules.input;
     if (info.bytes > input.max_bytes) {
-      return format(messages.input_bytes, {
-        limit: megabytes(input.max_bytes), size: megabytes(info.bytes),
-      });
+      var inputSizes = sizesApart(input.max_bytes, info.bytes);
+      return format(messages.input_bytes, { limit: inputSizes[0], size: inputSizes[1] });
     }
     if (!info.format || input.formats.indexOf(info.format) < 0) {
       return format(messages.input_format, { shown: shown(info, messages) });
@@ -253,8 +269,13 @@
     var messages = rules.messages;
     var mask = rules.mask;
     if (info.bytes > mask.max_bytes) {
-      return format(messages.mask_bytes, {
-        limit: megabytes(mask.max_bytes), size: megabytes(info.bytes),
+      var maskSizes = sizesApart(mask.max_bytes, info.bytes);
+      return format(messages.mask_bytes, { limit: maskSizes[0], size: maskSizes[1] });
+    }
+    if (source && info.width * info.height > rules.input.max_pixels) {
+      // A bomb is named as one: too many pixels, not a mask of "another size".
+      return format(messages.mask_pixels, {
+        pixels: thousands(info.width * info.height), width: source.width, height: source.height,
       });
     }
     var problems = [];
@@ -295,5 +316,6 @@
     maskProblem: maskProblem,
     countProblem: countProblem,
     megabytes: megabytes,
+    sizesApart: sizesApart,
   };
 })();

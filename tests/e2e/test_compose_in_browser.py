@@ -52,3 +52,29 @@ def test_designer_composes_from_a_frame_and_sees_the_estimate_move(
     assert str(generation.id) in page.inner_text("h1")
     assert "Product hero" in page.inner_text(".facts")
     screenshot(page, "composer-submitted")
+
+
+def test_a_transparent_jpeg_is_flagged_by_the_page_and_refused_by_the_server(
+    page, live_server, sandbox_route, designer
+):
+    sandbox_route.supports_transparent = True
+    sandbox_route.save(update_fields=["supports_transparent"])
+    log_in(page, live_server, "dana", "pw-dana")
+    page.wait_for_url("**/requests/new/")
+    page.fill("#id_prompt", "a round logo")
+    page.select_option("#id_background", "transparent")
+    page.select_option("#id_output_format", "jpeg")
+    note = page.locator('.field-background .client-error[data-rule="background"]')
+    note.wait_for()
+    assert note.inner_text().startswith("A transparent background needs PNG or WebP output")
+    assert "JPEG has no transparency" in note.inner_text()
+    screenshot(page, "composer-transparent-jpeg")
+    page.select_option("#id_output_format", "webp")
+    note.wait_for(state="detached")
+
+    # The server holds the same rule, whatever the page lets through.
+    page.select_option("#id_output_format", "jpeg")
+    page.click("#submit-request")
+    page.wait_for_selector(".field-background .errorlist")
+    assert "PNG or WebP" in page.inner_text(".field-background .errorlist")
+    assert not GenerationRequest.objects.exists()
