@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from studio import imagerules
 from studio.sandbox.params import InvalidRequest
+from studio.uploads import eight_bit
 
 PILLOW_FORMATS = ("PNG", "JPEG", "WEBP")
 # A multi-picture JPEG (MPO) is still a JPEG file to a browser and to the API.
@@ -218,9 +219,12 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def _flatten(image: Image.Image) -> Image.Image:
-    """RGB pixels; transparent areas of an input are laid on white, as a viewer shows them."""
+    """RGB pixels; transparent areas of an input are laid on white, as a viewer shows them.
+    Any other mode (16-bit grey, CMYK ...) goes through the studio's own tone-keeping
+    conversion first, so the sandbox sees what the studio checked."""
     if image.mode == "RGB":
         return image
+    image = eight_bit(image)
     if _has_alpha(image):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
