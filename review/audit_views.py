@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from review import audit
+from review.models import overrides
 from studio.views import role_required
 
 ATTEMPTS_PER_PAGE = 50
@@ -31,6 +32,8 @@ def dashboard(request):
         "filters": filters,
         "presets": audit.presets(filters),
         **audit.dashboard(filters, form.routes),
+        "overrides": overrides()[:20],
+        "override_count": overrides().count(),
     }
     return render(request, "review/audit/dashboard.html", context)
 

@@ -21,6 +21,8 @@ from review.models import (
     expected_labels,
     inspect_text,
     latest_inspections,
+    mismatched_labels,
+    overrides,
 )
 from studio.models import OutputImage
 from studio.views import role_required
@@ -72,9 +74,17 @@ def _filtered_queue(params):
     return outputs, active
 
 
-def _facet(outputs, field: str) -> list[tuple[str, str, int]]:
-    rows = outputs.order_by().values(field).annotate(count=Count("pk")).order_by(field)
-    return [(row[field], row[field], row["count"]) for row in rows if row[field]]
+def _facet(outputs, field: str, label_field: str | None = None) -> list[tuple[str, str, int]]:
+    """(value, what people read, count) per value; the label field names it (a frame's
+    name rather than its key)."""
+    label_field = label_field or field
+    rows = (
+        outputs.order_by()
+        .values(field, label_field)
+        .annotate(count=Count("pk"))
+        .order_by(label_field, field)
+    )
+    return [(row[field], row[label_field], row["count"]) for row in rows if row[field]]
 
 
 @role_required(*REVIEWER_ROLES)
@@ -84,8 +94,8 @@ def queue(request):
     everything = awaiting_review()
     now = timezone.now()
     flagged = [
-        ("drift", "drift outside the mask", everything.filter(drift_flagged=True).count()),
-        ("text", "text mismatch", everything.filter(text_mismatch=True).count()),
+        ("drift", "Drift outside the mask", everything.filter(drift_flagged=True).count()),
+        ("text", "Text mismatch", everything.filter(text_mismatch=True).count()),
     ]
     ages = [
         (key, key, everything.filter(created_at__lte=now - age).count())
@@ -98,7 +108,15 @@ def queue(request):
             [(value, label, count, active.get(name) == value) for value, label, count in options],
         )
         for name, title, options in [
-            ("frame", "Frame", _facet(everything, "request__frame_version__frame__key")),
+            (
+                "frame",
+                "Frame",
+                _facet(
+                    everything,
+                    "request__frame_version__frame__key",
+                    "request__frame_version__frame__name",
+                ),
+            ),
             ("route", "Route", _facet(everything, "request__route__name")),
             ("designer", "Designer", _facet(everything, "request__created_by__username")),
             ("flagged", "Flagged", flagged),
@@ -115,6 +133,7 @@ def queue(request):
         "total": everything.count(),
         "matching": page.paginator.count,
         "now": now,
+        "overrides": overrides()[:5],
     }
     return render(request, "review/queue.html", context)
 
@@ -209,6 +228,7 @@ def _page_context(request, output, extra: dict) -> dict:
         ),
         "decision_form": DecisionForm(output=output),
         "decisions": output.decisions.select_related("reviewer"),
+        "mismatched": mismatched_labels(output),
         "checks": output.request.frame_version.check_list() if output.request.frame_version else [],
         **_inspection_context(output),
     }
@@ -224,7 +244,14 @@ def output_decide(request, output_id):
     if form.is_valid():
         data = form.cleaned_data
         try:
-            decide(output, request.user, data["verdict"], data["reason"], data["region_mask"])
+            decide(
+                output,
+                request.user,
+                data["verdict"],
+                data["reason"],
+                data["region_mask"],
+                override_reason=data["override_reason"],
+            )
         except ValidationError as problem:
             for field, errors in problem.message_dict.items():
                 form.add_error(field if field in form.fields else None, errors)

@@ -57,6 +57,23 @@ class Preview:
         return imagerules.MAX_PROMPT_CHARS
 
 
+def extra_labels_field() -> forms.CharField:
+    return forms.CharField(
+        label="Also check this text",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One label a line: text the image must show that the prompt does not quote "
+        "(a wordmark, text kept from the source image). Quoted text is always checked.",
+    )
+
+
+def clean_extra_labels(form: forms.Form) -> list[str]:
+    labels = imagerules.label_lines(form.cleaned_data.get("extra_labels", ""))
+    for problem in imagerules.label_problems(labels):
+        form.add_error("extra_labels", problem)
+    return labels
+
+
 class ComposerForm(forms.Form):
     frame = forms.ModelChoiceField(
         queryset=PromptFrame.objects.none(),
@@ -96,6 +113,7 @@ class ComposerForm(forms.Form):
         initial=0,
         help_text="Each preview adds output tokens.",
     )
+    extra_labels = extra_labels_field()
 
     operation = GenerationRequest.Operation.GENERATE
 
@@ -146,6 +164,7 @@ class ComposerForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        data["extra_labels"] = clean_extra_labels(self)
         self._clean_prompt(data)
         self._clean_size(data)
         output_format = data.get("output_format")
@@ -178,7 +197,7 @@ class ComposerForm(forms.Form):
             if not prompt:
                 self.add_error("prompt", "Write a prompt, or choose a frame and fill its slots.")
                 return
-            self.rendered = RenderedPrompt(prompt, imagerules.quoted_labels(prompt))
+            self.rendered = RenderedPrompt(prompt, [])
         else:
             if frame.operation == PromptFrame.Operation.EDIT and self.operation != frame.operation:
                 self.add_error(
@@ -202,6 +221,16 @@ class ComposerForm(forms.Form):
                 f"The prompt is {len(self.rendered.prompt):,} characters; gpt-image-2 accepts "
                 f"at most {imagerules.MAX_PROMPT_CHARS:,}.",
             )
+
+    def expected_labels(self) -> list[str]:
+        """What the image must show, by the studio's one label rule: shown in the preview and
+        recorded with the request."""
+        if self.rendered is None:
+            return []
+        extra = imagerules.label_lines(self["extra_labels"].value() or "")
+        return imagerules.expected_labels(
+            self.rendered.prompt, self.rendered.expected_text_labels, extra
+        )
 
     def _clean_size(self, data: dict) -> None:
         size = data.get("size")
@@ -235,7 +264,7 @@ class ComposerForm(forms.Form):
             problems = []
         preview = Preview(
             prompt=self.rendered.prompt if self.rendered else None,
-            labels=self.rendered.expected_text_labels if self.rendered else [],
+            labels=self.expected_labels(),
             problems=problems,
             route=values.get("route"),
         )
@@ -288,7 +317,7 @@ class ComposerForm(forms.Form):
             requested_model=DEFAULT_MODEL,
             frame_version=self.version if data.get("frame") else None,
             slot_values=slot_values,
-            expected_text_labels=self.rendered.expected_text_labels,
+            expected_text_labels=self.expected_labels(),
         )
 
 
@@ -321,6 +350,11 @@ def initial_from_request(generation: GenerationRequest) -> dict:
         "background": generation.background,
         "n": generation.n,
         "partial_images": generation.partial_images,
+        "extra_labels": "\n".join(
+            label
+            for label in generation.expected_text_labels
+            if label not in imagerules.quoted_labels(generation.prompt)
+        ),
     }
     frame = generation.frame_version.frame if generation.frame_version_id else None
     if frame is not None and frame.is_active:
@@ -555,6 +589,8 @@ def initial_for_edit(
     if output is not None:
         initial["source_output"] = output.pk
         initial.setdefault("output_format", output.format)
+        # Text already in the source stays in the edit: it is checked again by default.
+        initial.setdefault("extra_labels", "\n".join(output.request.expected_text_labels))
     initial["size"] = SOURCE_SIZE
     initial.pop("width", None)
     initial.pop("height", None)
@@ -570,6 +606,19 @@ class TurnForm(forms.Form):
         help_text="Ask for an image or a change to the last one; quote text that must appear, "
         'e.g. "Spring Sale".',
     )
+    extra_labels = extra_labels_field()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        data["extra_labels"] = clean_extra_labels(self)
+        return data
+
+    def expected_labels(self) -> list[str]:
+        """The labels this message makes the turn expect (the one rule), for the preview."""
+        message = self["message"].value() or ""
+        return imagerules.expected_labels(
+            message, imagerules.label_lines(self["extra_labels"].value() or "")
+        )
 
 
 class ConversationForm(TurnForm):
@@ -622,4 +671,4 @@ class ConversationForm(TurnForm):
                     "partial_images": data["partial_images"] or 0,
                 },
             )
-            return conversation, conversation.add_turn(owner, data["message"])
+            return conversation, conversation.add_turn(owner, data["message"], data["extra_labels"])

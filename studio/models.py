@@ -779,6 +779,9 @@ class GenerationRequest(models.Model):
         studio's monthly budget.
         """
         images = [item for item in inputs if item.role != InputImage.Role.MASK]
+        # Whatever path built the request, its labels follow the one rule: what the prompt
+        # quotes is always expected, so no route to an image skips text inspection.
+        expected_text_labels = imagerules.expected_labels(prompt, expected_text_labels or [])
         estimate = route.estimate(
             prompt=prompt,
             width=width,
@@ -806,7 +809,7 @@ class GenerationRequest(models.Model):
                     prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
                     frame_version=frame_version,
                     slot_values=slot_values or {},
-                    expected_text_labels=expected_text_labels or [],
+                    expected_text_labels=expected_text_labels,
                     width=width,
                     height=height,
                     quality=quality,
@@ -1661,9 +1664,12 @@ class Conversation(models.Model):
             .first()
         )
 
-    def add_turn(self, created_by, message: str) -> GenerationRequest:
+    def add_turn(
+        self, created_by, message: str, extra_labels: Sequence[str] = ()
+    ) -> GenerationRequest:
         """Send one message as a new turn, continuing from the last answered response; the
-        newest image so far is its parent in the lineage (a follow-up usually edits it)."""
+        newest image so far is its parent in the lineage (a follow-up usually edits it).
+        The text it quotes (and `extra_labels`) is expected in the image, as for any request."""
         if self.is_waiting:
             raise ValidationError("Wait for the assistant to answer the last turn.")
         return GenerationRequest.submit(
@@ -1677,4 +1683,5 @@ class Conversation(models.Model):
             partial_images=self.settings.get("partial_images", 0),
             parent_output=self.latest_image(),
             conversation=self,
+            expected_text_labels=imagerules.expected_labels(message, extra_labels),
         )

@@ -22,6 +22,7 @@ urlpatterns = [
     ),
     path("conversations/", views.conversation_list, name="conversation-list"),
     path("conversations/new/", views.conversation_new, name="conversation-new"),
+    path("conversations/labels", views.turn_labels, name="turn-labels"),
     path(
         "conversations/<uuid:conversation_id>/",
         views.conversation_detail,

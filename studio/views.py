@@ -476,6 +476,14 @@ def conversation_detail(request, conversation_id):
 
 @role_required(*DESIGNER_ROLES)
 @require_POST
+def turn_labels(request):
+    """The labels a conversation message will make its turn expect, as the designer types."""
+    form = TurnForm(request.POST)
+    return render(request, "studio/_labels.html", {"labels": form.expected_labels()})
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
 def conversation_turn(request, conversation_id):
     """The next message; only the owner may speak in a conversation."""
     conversation = _get_conversation_for_user(request.user, conversation_id)
@@ -484,7 +492,9 @@ def conversation_turn(request, conversation_id):
     form = TurnForm(request.POST)
     if form.is_valid():
         try:
-            conversation.add_turn(request.user, form.cleaned_data["message"])
+            conversation.add_turn(
+                request.user, form.cleaned_data["message"], form.cleaned_data["extra_labels"]
+            )
         except ValidationError as refusal:
             form.add_error(None, refusal)
         except (BudgetExceeded, SubmissionFlood) as refusal:

@@ -177,7 +177,7 @@ class TestDecisions:
             decide(output, reviewer, "approved")
         assert '"SALE"' in str(caught.value)
         inspect_text(output, reviewer, "SALE", "SALF", "wrong")
-        decide(output, reviewer, "approved")
+        decide(output, reviewer, "approved", override_reason="Fixed in print")
         output.refresh_from_db()
         assert output.review_status == "approved"
         assert output.text_mismatch
