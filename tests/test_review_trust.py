@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command
@@ -100,9 +103,7 @@ class TestFourEyes:
 
     def test_the_seeded_demo_admin_follows_the_rule(self, settings, tmp_path, sandbox_route):
         settings.VAR_DIR = tmp_path
-        call_command("seed_studio", "--demo-accounts", stdout=open("/dev/null", "w"))
-        from django.contrib.auth import get_user_model
-
+        call_command("seed_studio", "--demo-accounts", stdout=io.StringIO())
         admin = get_user_model().objects.get(username="admin")
         assert admin.is_superuser
         output = make_output(admin, sandbox_route, labels=())
