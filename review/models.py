@@ -158,14 +158,62 @@ class TextInspection(AppendOnly):
 
 
 class OcrReading(models.Model):
-    """What tesseract read in an output, kept so the page does not read it twice."""
+    """What tesseract read in an output, read once by a task when the output was stored:
+    every pass's text, the best reading per expected label and a suggested verdict.
+    Suggestions only: a reviewer still confirms every label."""
 
     output = models.OneToOneField(OutputImage, on_delete=models.CASCADE, related_name="ocr")
     text = models.TextField(blank=True)
+    passes = models.JSONField(default=list, blank=True)
+    # [{"label", "observed", "verdict", "score"}], one per expected label, in order.
+    suggestions = models.JSONField(default=list, blank=True)
+    suspects_mismatch = models.BooleanField(default=False, db_index=True)
+    languages = models.CharField(max_length=100, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"OCR of {self.output_id}"
+
+    @classmethod
+    def read(cls, output: OutputImage) -> OcrReading | None:
+        """Read the output's expected labels (or, with none, its text) and keep the result;
+        None when tesseract is missing or the file cannot be read."""
+        from review import ocr
+
+        try:
+            data = output.read()
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+        labels = expected_labels(output)
+        reading = ocr.read_labels(data, labels)
+        if reading is None:
+            return None
+        suggestions = [
+            {"label": s.label, "observed": s.observed, "verdict": s.verdict, "score": s.score}
+            for s in reading.suggestions
+        ]
+        result, _created = cls.objects.update_or_create(
+            output=output,
+            defaults={
+                "text": reading.text,
+                "passes": reading.passes,
+                "suggestions": suggestions,
+                "suspects_mismatch": reading.suspects_mismatch,
+                "languages": reading.languages,
+                "seconds": round(reading.seconds, 3),
+                "created_at": timezone.now(),
+            },
+        )
+        return result
+
+    def suggestion_list(self):
+        from review import ocr
+
+        return [
+            ocr.Suggestion(item["label"], item["observed"], item["verdict"])
+            for item in self.suggestions
+        ]
 
 
 def awaiting_review():

@@ -65,8 +65,13 @@ def _filtered_queue(params):
     elif flagged == "text":
         outputs = outputs.filter(text_mismatch=True)
         active["flagged"] = flagged
+    elif flagged == "ocr":
+        outputs = outputs.filter(ocr__suspects_mismatch=True)
+        active["flagged"] = flagged
     elif flagged == "any":
-        outputs = outputs.filter(Q(drift_flagged=True) | Q(text_mismatch=True))
+        outputs = outputs.filter(
+            Q(drift_flagged=True) | Q(text_mismatch=True) | Q(ocr__suspects_mismatch=True)
+        )
         active["flagged"] = flagged
     if (age := params.get("age")) in AGES:
         outputs = outputs.filter(created_at__lte=timezone.now() - AGES[age])
@@ -96,6 +101,11 @@ def queue(request):
     flagged = [
         ("drift", "Drift outside the mask", everything.filter(drift_flagged=True).count()),
         ("text", "Text mismatch", everything.filter(text_mismatch=True).count()),
+        (
+            "ocr",
+            "OCR suspects a mismatch",
+            everything.filter(ocr__suspects_mismatch=True).count(),
+        ),
     ]
     ages = [
         (key, key, everything.filter(created_at__lte=now - age).count())
@@ -123,7 +133,7 @@ def queue(request):
             ("age", "Waiting longer than", ages),
         ]
     ]
-    page = Paginator(outputs.select_related("claim", "claim__reviewer"), 24).get_page(
+    page = Paginator(outputs.select_related("claim", "claim__reviewer", "ocr"), 24).get_page(
         request.GET.get("page")
     )
     context = {
@@ -139,16 +149,15 @@ def queue(request):
 
 
 def _inspection_context(
-    output: OutputImage, form: InspectionForm | None = None, ocr_text: str | None = None
+    output: OutputImage, form: InspectionForm | None = None, reading: OcrReading | None = None
 ) -> dict:
     """Rows to inspect, pre-filled from what was recorded, else from OCR when it has run."""
     labels = expected_labels(output)
     latest = latest_inspections(output)
-    if ocr_text is None:
+    if reading is None:
         reading = OcrReading.objects.filter(output=output).first()
-        ocr_text = reading.text if reading else None
     if form is None:
-        suggestions = {s.label: s for s in ocr.suggest(labels, ocr_text)} if ocr_text else {}
+        suggestions = {s.label: s for s in reading.suggestion_list()} if reading else {}
         for label, inspection in latest.items():
             suggestions[label] = ocr.Suggestion(
                 label, inspection.observed, inspection.verdict, inspection.source
@@ -165,24 +174,15 @@ def _inspection_context(
         "inspection_form": form,
         "inspection_rows": rows,
         "ocr_available": ocr.available(),
-        "ocr_text": ocr_text,
+        "ocr_reading": reading,
+        "ocr_text": reading.text if reading else None,
         "all_inspected": all(label in latest for label in labels),
     }
 
 
-def _ocr_text(output: OutputImage) -> str | None:
-    reading = OcrReading.objects.filter(output=output).first()
-    if reading is not None:
-        return reading.text
-    try:
-        with output.file.open("rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, OSError):
-        return None
-    text = ocr.read_text(data)
-    if text is not None:
-        OcrReading.objects.update_or_create(output=output, defaults={"text": text})
-    return text
+def _ocr_reading(output: OutputImage) -> OcrReading | None:
+    """The background task's reading; read now only if the task has not got to it yet."""
+    return OcrReading.objects.filter(output=output).first() or OcrReading.read(output)
 
 
 @role_required(*REVIEWER_ROLES)
@@ -199,7 +199,7 @@ def inspection(request, output_id):
     """The text inspection partial: GET runs OCR (lazily, once), POST records inspections."""
     output = _get_output_for_reviewer(output_id)
     if request.method == "GET":
-        context = _inspection_context(output, ocr_text=_ocr_text(output))
+        context = _inspection_context(output, reading=_ocr_reading(output))
         return render(request, "review/output.html#inspection", context)
     labels = expected_labels(output)
     form = InspectionForm(request.POST, labels=labels)

@@ -87,7 +87,7 @@ class TestQueue:
             for name, _t, opts in response.context["facets"]
         }
         assert facets["designer"] == {"dana": (2, False), "otto": (1, False)}
-        assert facets["flagged"] == {"drift": (1, False), "text": (1, False)}
+        assert facets["flagged"] == {"drift": (1, False), "text": (1, False), "ocr": (0, False)}
         assert facets["frame"] == {"product-hero": (1, False)}
         assert facets["age"]["1h"][0] == 2 and facets["age"]["24h"][0] == 1
 
