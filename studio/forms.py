@@ -18,6 +18,7 @@ from studio.models import (
     RenderedPrompt,
     Route,
     SlotErrors,
+    suggested_edit_prompt,
 )
 from studio.uploads import (
     CheckedImage,
@@ -420,6 +421,9 @@ class EditForm(ComposerForm):
     # The sizes of the chosen files as the browser measured them: used to price the live
     # preview only (the files themselves are not sent until submission).
     input_sizes = forms.CharField(required=False, widget=forms.HiddenInput)
+    # A reviewer's change request whose drawn region is the mask, unless a mask file (or a
+    # painting) is sent instead.
+    region_decision = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, user=None, for_preview: bool = False, **kwargs) -> None:
         self.user = user
@@ -427,6 +431,7 @@ class EditForm(ComposerForm):
         super().__init__(*args, **kwargs)
         self.checked_inputs: list[CheckedImage] = []
         self.source_from_output: OutputImage | None = self._source_output()
+        self.suggestion = self._suggestion()
         presets = list(self.fields["size"].choices)
         self.fields["size"].choices = [(SOURCE_SIZE, self._source_size_label()), *presets]
         self.fields["size"].initial = SOURCE_SIZE
@@ -453,6 +458,28 @@ class EditForm(ComposerForm):
                 .first()
             )
         except ValidationError:
+            return None
+
+    def _suggestion(self):
+        """The change request (a review decision with a drawn region) this edit follows,
+        when it is about the source output and this user may see it."""
+        raw = (
+            self.data.get("region_decision")
+            if self.is_bound
+            else self.initial.get("region_decision")
+        )
+        if not raw or self.source_from_output is None:
+            return None
+        from review.models import Decision
+
+        try:
+            return (
+                Decision.objects.select_related("reviewer")
+                .exclude(region_mask="")
+                .filter(pk=int(raw), output=self.source_from_output)
+                .first()
+            )
+        except (TypeError, ValueError):
             return None
 
     def _source_size_label(self) -> str:
@@ -511,6 +538,17 @@ class EditForm(ComposerForm):
                 checked.append(read_mask(mask, mask.size, mask.name, source))
             except UploadRejected as problem:
                 self.add_error("mask", str(problem))
+        elif data.get("region_decision"):
+            if self.suggestion is None:
+                self.add_error("mask", "That reviewer's region is not available for this image.")
+            else:
+                try:
+                    region = self.suggestion.region_mask.open("rb").read()
+                    checked.append(
+                        read_mask(io.BytesIO(region), len(region), "the reviewer's region", source)
+                    )
+                except (UploadRejected, OSError) as problem:
+                    self.add_error("mask", f"The reviewer's region cannot be the mask: {problem}")
         if not self.errors:
             self.checked_inputs = checked
 
@@ -578,10 +616,26 @@ class EditForm(ComposerForm):
 
 
 def initial_for_edit(
-    frame: PromptFrame | None, output: OutputImage | None, generation=None
+    frame: PromptFrame | None, output: OutputImage | None, generation=None, suggestion=None
 ) -> dict:
-    """The edit page's starting values: a frame's settings, a request's, and the source."""
+    """The edit page's starting values: a frame's settings, a request's, and the source;
+    or a reviewer's suggested edit: its output, its region as the mask, its reason as the
+    prompt, and the original's settings."""
     initial: dict = {}
+    if suggestion is not None:
+        output, generation = suggestion.output, suggestion.request
+        initial = initial_from_request(generation)
+        initial.pop("frame", None)
+        initial.update(
+            prompt=suggested_edit_prompt(suggestion.reason),
+            region_decision=suggestion.pk,
+            source_output=output.pk,
+            size=SOURCE_SIZE,
+            extra_labels="\n".join(generation.expected_text_labels),
+        )
+        initial.pop("width", None)
+        initial.pop("height", None)
+        return initial
     if generation is not None:
         initial.update(initial_from_request(generation))
     elif frame is not None:

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -1561,53 +1560,16 @@ class InputImage(StoredImage, models.Model):
         return (f"{self.role}-{self.position}.{extension}", self.read(), self.content_type)
 
 
-def launch_suggested_edit(decision, user) -> GenerationRequest:
-    """Submit the targeted edit a reviewer suggested: the decision's output is the source, its
-    drawn region the mask, its reason the change. Same route and settings as the original."""
-    from studio import uploads
-
-    output = decision.output
-    original = output.request
-    source_bytes = output.read()
-    source = uploads.read_input_image(
-        io.BytesIO(source_bytes), len(source_bytes), f"output of {original.id}", "source"
-    )
-    source = replace(source, from_output=output)
-    with decision.region_mask.open("rb") as handle:
-        mask_bytes = handle.read()
-    mask = uploads.read_mask(io.BytesIO(mask_bytes), len(mask_bytes), "review region", source)
-    frame = PromptFrame.objects.filter(key="targeted-edit", is_active=True).first()
-    slots = {
-        "fixed": "everything outside the marked region",
-        "region": "the marked region",
-        "new_detail": decision.reason,
-        "protected": "the subject, its angle and any text outside the marked region",
-    }
-    if frame is not None:
-        version = frame.current_version
-        rendered = version.render(slots)
-    else:
-        version = None
-        rendered = RenderedPrompt(
-            f"Change only the marked region: {decision.reason}. Keep everything else exactly "
-            "as it is.",
-            [],
-        )
-    return GenerationRequest.submit(
-        created_by=user,
-        route=original.route,
-        prompt=rendered.prompt,
-        width=output.width,
-        height=output.height,
-        quality=original.quality,
-        output_format=original.output_format,
-        output_compression=original.output_compression,
-        background=original.background,
-        frame_version=version,
-        slot_values=slots if version else {},
-        expected_text_labels=list(original.expected_text_labels),
-        inputs=[source, mask],
-        parent_output=output,
+def suggested_edit_prompt(reason: str) -> str:
+    """The edit a reviewer's change request asks for, as a prompt that reads as one: the
+    reason becomes the clause after "In the marked region only:"."""
+    change = " ".join(reason.split()).rstrip(" .!;:,")
+    # "Make the headline bigger" -> "make the headline bigger"; "SALE sign ..." stays.
+    if change[:1].isupper() and not change[1:2].isupper():
+        change = change[0].lower() + change[1:]
+    return (
+        f"In the marked region only: {change}. Keep everything outside the marked region "
+        "exactly as it is."
     )
 
 

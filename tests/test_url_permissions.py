@@ -103,7 +103,13 @@ EXPECTED = {
     "studio:request-detail": ("GET", OWN_OBJECT),
     "studio:request-run-again": ("POST", OWN_OBJECT_ACTION),
     "studio:request-cancel": ("POST", OWN_OBJECT_ACTION),
-    "studio:suggested-edit": ("POST", {**OWN_OBJECT_ACTION, "admin": 403}),
+    # Opens the edit page filled in (a GET: nothing is submitted); only the designer.
+    "studio:suggested-edit": ("GET", {**OWN_OBJECT_ACTION, "admin": 404}),
+    "studio:suggested-region": (
+        "GET",
+        {**OWN_OBJECT, "admin": 404, "reviewer": 403, "outsider": 403},
+    ),
+    "studio:turn-labels": ("POST", DESIGNER_PAGE),
     "studio:conversation-list": ("GET", DESIGNER_PAGE),
     "studio:conversation-new": ("GET", DESIGNER_PAGE),
     "studio:conversation-detail": ("GET", OWN_CONVERSATION),
