@@ -25,7 +25,7 @@ from review.models import (
     overrides,
 )
 from studio.models import OutputImage
-from studio.views import role_required
+from studio.views import lineage_context, role_required
 
 REVIEWER_ROLES = ("reviewer", "admin")
 AGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -230,6 +230,8 @@ def _page_context(request, output, extra: dict) -> dict:
         "decisions": output.decisions.select_related("reviewer"),
         "mismatched": mismatched_labels(output),
         "checks": output.request.frame_version.check_list() if output.request.frame_version else [],
+        # The designer's lineage pieces: what the output is compared with, the threshold.
+        **lineage_context(request.user, output.request),
         **_inspection_context(output),
     }
     return {**base, **extra}

@@ -339,7 +339,7 @@ def request_detail(request, request_id):
         "attempts": generation.attempts.select_related("route"),
         "outputs": generation.outputs.filter(kind=OutputImage.Kind.FINAL),
         **_preview_context(generation),
-        **_lineage_context(request.user, generation),
+        **lineage_context(request.user, generation),
     }
     if request.htmx:
         response = render(request, "studio/request_detail.html#progress", context)
@@ -423,7 +423,7 @@ def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
 
 
-def _lineage_context(user, generation: GenerationRequest) -> dict:
+def lineage_context(user, generation: GenerationRequest) -> dict:
     """Inputs, the parent output and the edits made from this request's outputs, as far as
     this user may see them; and what each output is compared with (parent, else source)."""
     visible = GenerationRequest.objects.visible_to(user)

@@ -135,3 +135,22 @@ class TestHumaneLabels:
         page = client.get(reverse("review:queue")).content.decode()
         assert f">{hero.name}</a>" in page
         assert ">product-hero</a>" not in page
+
+
+class TestDriftOnTheReviewPage:
+    def test_reviewers_see_the_percentage_heatmap_and_parent(
+        self, client, reviewer, designer, sandbox_route
+    ):
+        parent = make_output(designer, sandbox_route, labels=())
+        output = make_output(
+            designer, sandbox_route, labels=(), drift_ratio=0.924, drift_flagged=True
+        )
+        output.request.parent_output = parent
+        output.request.save(update_fields=["parent_output"])
+        client.force_login(reviewer)
+        page = client.get(reverse("review:output", args=[output.id])).content.decode()
+        assert 'data-testid="drift-figure">92.4%</strong>' in page
+        assert "0.924 of protected pixels" not in page
+        assert reverse("studio:output-drift", args=[output.id]) in page
+        assert "Compared with the parent" in page
+        assert parent.get_absolute_url() in page
