@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -79,6 +81,25 @@ def _filtered_queue(params):
     return outputs, active
 
 
+def _filter_query(params) -> str:
+    """The queue's active filters as a query string, carried from page to page."""
+    _outputs, active = _filtered_queue(params)
+    return urlencode(active)
+
+
+def _neighbours(output: OutputImage, params) -> tuple[OutputImage | None, OutputImage | None]:
+    """The outputs before and after this one in the queue as filtered (oldest first)."""
+    outputs, _active = _filtered_queue(params)
+    outputs = outputs.exclude(pk=output.pk)
+    at = output.created_at
+    earlier = outputs.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=output.pk))
+    later = outputs.filter(Q(created_at__gt=at) | Q(created_at=at, pk__gt=output.pk))
+    return (
+        earlier.order_by("-created_at", "-pk").first(),
+        later.order_by("created_at", "pk").first() or earlier.order_by("created_at", "pk").first(),
+    )
+
+
 def _facet(outputs, field: str, label_field: str | None = None) -> list[tuple[str, str, int]]:
     """(value, what people read, count) per value; the label field names it (a frame's
     name rather than its key)."""
@@ -144,6 +165,8 @@ def queue(request):
         "matching": page.paginator.count,
         "now": now,
         "overrides": overrides()[:5],
+        "filter_query": urlencode(active),
+        "view": "grid" if request.GET.get("view") == "grid" else "list",
     }
     return render(request, "review/queue.html", context)
 
@@ -219,7 +242,11 @@ def inspection(request, output_id):
 
 def _page_context(request, output, extra: dict) -> dict:
     claim = ReviewClaim.objects.filter(output=output).select_related("reviewer").first()
+    previous, following = _neighbours(output, request.GET)
     base = {
+        "filter_query": _filter_query(request.GET),
+        "previous_output": previous,
+        "next_output": following,
         "output": output,
         "generation": output.request,
         "claim": claim,
@@ -262,6 +289,12 @@ def output_decide(request, output_id):
         else:
             label = Decision.Verdict(data["verdict"]).label
             messages.success(request, f"{label}: output of request {output.request_id}.")
-            return redirect("review:queue")
+            # The next output in the same filter opens; the queue when none is left.
+            _previous, following = _neighbours(output, request.GET)
+            query = _filter_query(request.GET)
+            if following is None:
+                return redirect(f"{reverse('review:queue')}?{query}" if query else "review:queue")
+            url = reverse("review:output", args=[following.id])
+            return redirect(f"{url}?{query}" if query else url)
     context = _page_context(request, output, {"decision_form": form})
     return render(request, "review/output.html", context, status=200)

@@ -154,3 +154,37 @@ class TestDriftOnTheReviewPage:
         assert reverse("studio:output-drift", args=[output.id]) in page
         assert "Compared with the parent" in page
         assert parent.get_absolute_url() in page
+
+
+class TestQueueForVolume:
+    def test_after_a_decision_the_next_output_in_the_filter_opens(
+        self, client, reviewer, designer, other_designer, sandbox_route
+    ):
+        from datetime import timedelta
+
+        first = make_output(designer, sandbox_route, labels=(), age=timedelta(hours=3))
+        make_output(other_designer, sandbox_route, labels=(), age=timedelta(hours=2))
+        third = make_output(designer, sandbox_route, labels=(), age=timedelta(hours=1))
+        client.force_login(reviewer)
+        page = client.get(reverse("review:output", args=[first.id]), {"designer": "dana"})
+        assert page.context["next_output"] == third  # otto's output is outside the filter
+        assert page.context["previous_output"] is None
+        assert f'action="{reverse("review:decide", args=[first.id])}?designer=dana"' in (
+            page.content.decode()
+        )
+        response = client.post(
+            reverse("review:decide", args=[first.id]) + "?designer=dana", {"approve": "1"}
+        )
+        assert response.url == reverse("review:output", args=[third.id]) + "?designer=dana"
+        last = client.post(
+            reverse("review:decide", args=[third.id]) + "?designer=dana", {"approve": "1"}
+        )
+        assert last.url == reverse("review:queue") + "?designer=dana"
+
+    def test_the_grid_view_keeps_the_filter(self, client, reviewer, designer, sandbox_route):
+        output = make_output(designer, sandbox_route, labels=())
+        client.force_login(reviewer)
+        page = client.get(reverse("review:queue"), {"view": "grid", "designer": "dana"})
+        text = page.content.decode()
+        assert 'class="queue queue-grid"' in text
+        assert f"{reverse('review:output', args=[output.id])}?designer=dana" in text
