@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from review import audit
+from review.analytics import frame_analytics
 from review.models import overrides
 from studio.views import role_required
 
@@ -36,6 +37,15 @@ def dashboard(request):
         "override_count": overrides().count(),
     }
     return render(request, "review/audit/dashboard.html", context)
+
+
+@role_required("admin")
+@require_GET
+def frames(request):
+    """Per frame and frame version: volume, review outcomes, label exactness, cost."""
+    frame_key = request.GET.get("frame") or None
+    context = {"rows": frame_analytics(frame_key), "frame_key": frame_key}
+    return render(request, "review/audit/frames.html", context)
 
 
 @role_required("admin")

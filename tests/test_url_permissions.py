@@ -125,6 +125,7 @@ EXPECTED = {
     "audit:dashboard": ("GET", ADMIN_PAGE),
     "audit:attempts": ("GET", ADMIN_PAGE),
     "audit:export": ("GET", ADMIN_PAGE),
+    "audit:frames": ("GET", ADMIN_PAGE),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }
