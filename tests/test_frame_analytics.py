@@ -69,7 +69,7 @@ def counted(reviewer, designer, sandbox_route, gateway, seed_frames):
 
 
 def test_figures_match_the_hand_count(counted):
-    hero, v1, v2 = counted
+    _hero, v1, v2 = counted
     rows = {row.key: row for row in frame_analytics()}
     versions = {version.number: f for version, f in rows["product-hero"].versions}
     one, two, total = versions[v1.number], versions[v2.number], rows["product-hero"].total
