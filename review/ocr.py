@@ -42,6 +42,18 @@ READ_EDGES = (1600, 1000, 640, 2400)
 # Crops of single lines are scaled to this height in pixels.
 LINE_HEIGHT_PX = 56
 LATIN_LANGUAGES = ("eng", "deu", "fra", "spa", "ita", "por")
+# The accented letters of each European language tesseract reads here: a label's accents
+# pick the few models to load (all six at once read slowly and no better).
+LETTERS = {
+    "deu": set("äöüß"),
+    "fra": set("àâæçéèêëîïôœùûüÿ"),
+    "spa": set("áéíñóúü¡¿"),
+    "ita": set("àèéìíîòóùú"),
+    "por": set("áâãàçéêíóôõú"),
+}
+# A close-but-different reading given alike by two page modes is taken as what the image
+# says (a misspelling), and reading stops; below this similarity it keeps trying.
+AGREEMENT_SCORE = 0.75
 # Grey levels below (above) which a pixel counts as dark (light) ink in the ink-only passes.
 DARK_INK = 110
 LIGHT_INK = 150
@@ -114,7 +126,9 @@ def languages_for(labels: list[str]) -> str:
     elif "han" in scripts:
         wanted = ("chi_sim", "jpn", "eng")
     elif "latin" in scripts:
-        wanted = LATIN_LANGUAGES
+        accents = {char for label in labels for char in label.lower() if _script(char)}
+        fitting = [language for language, letters in LETTERS.items() if accents <= letters]
+        wanted = ("eng", *(fitting[:2] or LATIN_LANGUAGES[1:]))
     else:
         wanted = ("eng",)
     have = installed_languages()
@@ -208,7 +222,7 @@ def _plan(edges: list[int]) -> list[tuple[str, int, int]]:
     return plan
 
 
-def read_labels(image_bytes: bytes, labels: list[str], time_budget: float = 60) -> Reading | None:
+def read_labels(image_bytes: bytes, labels: list[str], time_budget: float = 30) -> Reading | None:
     """Read the image in several passes until every label reads exactly (or the passes, or
     the time budget, run out). None when tesseract is absent or the image is unreadable."""
     if not available():
@@ -222,9 +236,20 @@ def read_labels(image_bytes: bytes, labels: list[str], time_budget: float = 60) 
     reading = Reading(languages=languages)
     started = time.monotonic()
     best: dict[str, Suggestion] = {}
+    # For each label, each close but inexact reading and the page modes that gave it.
+    agreeing: dict[str, dict[str, set[int]]] = {label: {} for label in labels}
 
-    def take(name: str, text: str | None) -> bool:
-        """Keep one pass; True when every label has been read exactly."""
+    def settled(label: str) -> bool:
+        """Read exactly; or read the same close-but-different way by two page modes (a real
+        misspelling reads alike whatever the mode; a misreading of right text seldom does)."""
+        suggestion = best[label]
+        if suggestion.verdict == "exact":
+            return True
+        modes = agreeing[label].get(suggestion.observed, set())
+        return suggestion.score >= AGREEMENT_SCORE and len(modes) >= 2
+
+    def take(name: str, mode: int, text: str | None) -> bool:
+        """Keep one pass; True when every label is settled."""
         if text is None:
             return False
         reading.passes.append({"pass": name, "text": text})
@@ -232,7 +257,9 @@ def read_labels(image_bytes: bytes, labels: list[str], time_budget: float = 60) 
             held = best.get(suggestion.label)
             if held is None or suggestion.score > held.score:
                 best[suggestion.label] = suggestion
-        return all(best[label].verdict == "exact" for label in labels)
+            if suggestion.verdict == "wrong":
+                agreeing[suggestion.label].setdefault(suggestion.observed, set()).add(mode)
+        return all(settled(label) for label in labels)
 
     edges = _edges(image)
     scaled: dict[tuple[str, int], Image.Image] = {}
@@ -252,14 +279,14 @@ def read_labels(image_bytes: bytes, labels: list[str], time_budget: float = 60) 
                 boxes += _line_boxes(tsv, max(picture.size) / max(image.size))
         else:
             text = _run(picture, mode, languages)
-        if take(f"{variant}, psm {mode} at {max(picture.size)} px", text) or not labels:
+        if take(f"{variant}, psm {mode} at {max(picture.size)} px", mode, text) or not labels:
             break
         if number == 3 and boxes:
             # Each line found, alone and at a comfortable height: per-label crops.
             crops = _line_crops(_variant(image, "dark ink"), _merge(boxes))
             texts = [_run(crop, LINE_MODE, languages) for crop in crops]
             joined = "\n".join(" ".join(t.split()) for t in texts if t and t.strip())
-            if take("line crops, psm 7", joined):
+            if take("line crops, psm 7", LINE_MODE, joined):
                 break
     reading.suggestions = [best.get(label) or Suggestion(label, "", "missing") for label in labels]
     reading.seconds = time.monotonic() - started
