@@ -128,7 +128,8 @@ def languages_for(labels: list[str]) -> str:
     elif "latin" in scripts:
         accents = {char for label in labels for char in label.lower() if _script(char)}
         fitting = [language for language, letters in LETTERS.items() if accents <= letters]
-        wanted = ("eng", *(fitting[:2] or LATIN_LANGUAGES[1:]))
+        # The label's own language first: listed after English, accents tend to be dropped.
+        wanted = (*(fitting[:2] or LATIN_LANGUAGES[1:]), "eng")
     else:
         wanted = ("eng",)
     have = installed_languages()
@@ -245,6 +246,8 @@ def read_labels(image_bytes: bytes, labels: list[str], time_budget: float = 30) 
         suggestion = best[label]
         if suggestion.verdict == "exact":
             return True
+        if _unaccented(suggestion.observed) == _unaccented(label):
+            return False  # only accents differ: tesseract often drops them, so read on
         modes = agreeing[label].get(suggestion.observed, set())
         return suggestion.score >= AGREEMENT_SCORE and len(modes) >= 2
 
@@ -334,6 +337,11 @@ def read_text(image_bytes: bytes, timeout: float = 30) -> str | None:
     """The text tesseract reads in an image (one sparse-text pass); None without tesseract."""
     reading = read_labels(image_bytes, [], time_budget=timeout)
     return None if reading is None else reading.text
+
+
+def _unaccented(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
 def _squash(text: str) -> str:
