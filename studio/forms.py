@@ -216,6 +216,10 @@ class ComposerForm(forms.Form):
                 for slot_name, message in problems.errors.items():
                     self.add_error(SLOT_PREFIX + slot_name, message)
                 return
+        # Quoted text becomes labels too; the extra ones were checked in clean().
+        quoted = imagerules.quoted_labels(self.rendered.prompt)
+        for problem in imagerules.label_problems(quoted + self.rendered.expected_text_labels):
+            self.add_error("prompt" if frame is None else None, problem)
         if len(self.rendered.prompt) > imagerules.MAX_PROMPT_CHARS:
             self.add_error(
                 "prompt" if frame is None else None,
@@ -665,6 +669,9 @@ class TurnForm(forms.Form):
     def clean(self) -> dict:
         data = super().clean()
         data["extra_labels"] = clean_extra_labels(self)
+        quoted = imagerules.quoted_labels(data.get("message") or "")
+        for problem in imagerules.label_problems(quoted):
+            self.add_error("message", problem)
         return data
 
     def expected_labels(self) -> list[str]:

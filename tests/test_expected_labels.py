@@ -156,3 +156,28 @@ def test_too_long_a_label_is_a_form_error(client, designer, sandbox_route):
     assert response.status_code == 200
     assert "at most 500 characters" in response.content.decode()
     assert not GenerationRequest.objects.exists()
+
+
+def test_a_quoted_label_too_long_to_inspect_is_a_form_error(client, designer, sandbox_route):
+    client.force_login(designer)
+    response = client.post(
+        reverse("studio:request-new"),
+        {
+            "prompt": f'A banner "{"x" * 501}"',
+            "route": sandbox_route.pk,
+            "size": "1024x1024",
+            "quality": "low",
+            "output_format": "png",
+            "background": "auto",
+            "n": 1,
+        },
+    )
+    assert response.status_code == 200
+    assert "at most 500 characters" in response.content.decode()
+    conversation = conversation_for(designer, sandbox_route)
+    turn = client.post(
+        reverse("studio:conversation-turn", args=[conversation.id]),
+        {"message": f'Poster "{"y" * 501}"'},
+    )
+    assert turn.status_code == 200 and "at most 500 characters" in turn.content.decode()
+    assert not GenerationRequest.objects.exists()
