@@ -15,7 +15,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from review import ocr
 from review.forms import DecisionForm, InspectionForm
 from review.models import (
-    Decision,
     OcrReading,
     ReviewClaim,
     awaiting_review,
@@ -273,7 +272,7 @@ def output_decide(request, output_id):
     if form.is_valid():
         data = form.cleaned_data
         try:
-            decide(
+            decision = decide(
                 output,
                 request.user,
                 data["verdict"],
@@ -287,8 +286,7 @@ def output_decide(request, output_id):
         except PermissionDenied as refusal:
             form.add_error(None, str(refusal))
         else:
-            label = Decision.Verdict(data["verdict"]).label
-            messages.success(request, f"{label}: output of request {output.request_id}.")
+            messages.success(request, f"{decision.summary}: output of request {output.request_id}.")
             # The next output in the same filter opens; the queue when none is left.
             _previous, following = _neighbours(output, request.GET)
             query = _filter_query(request.GET)

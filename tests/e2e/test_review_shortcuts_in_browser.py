@@ -54,6 +54,9 @@ def test_keyboard_review_with_an_override(
     assert page.locator('[data-testid="queue"] > li').count() == 1
     screenshot(page, "review-queue-ocr-suspects")
     page.goto(live_server.url + "/review/")
+    page.click('[data-testid="grid-view"]')
+    assert "queue-grid" in page.get_attribute('[data-testid="queue"]', "class")
+    screenshot(page, "review-queue-grid")
     page.click(f"text={misspelt.request_id}")
     page.wait_for_url(f"**/review/outputs/{misspelt.id}/")
     page.wait_for_selector("text=Pre-filled from OCR")
@@ -88,6 +91,7 @@ def test_keyboard_review_with_an_override(
     page.keyboard.press("Escape")
     page.keyboard.press("a")
     page.wait_for_url(f"**/review/outputs/{clean.id}/")  # the next output opened
+    assert "Approved over a text mismatch: output of request" in page.inner_text("main")
     decision = Decision.objects.get(output=misspelt)
     assert decision.over_text_mismatch and decision.mismatched_labels == ["SUMMER SALE"]
     assert decision.override_reason == "The client approved this spelling in writing"
