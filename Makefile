@@ -37,13 +37,23 @@ run: seed
 		SANDBOX_BASE_URL=$${SANDBOX_BASE_URL:-http://127.0.0.1:$(SANDBOX_PORT)/sandbox/v1} \
 		$(BIN)/honcho start -f Procfile
 
-## system-test-deps: Debian's Chromium (browser tests), tesseract (OCR assist) and redis-server
+## system-test-deps: Debian's Chromium (browser tests), tesseract with the language packs the
+## localized frames need (OCR assist), the fonts the OCR bench draws with, and redis-server
 ## (the broker-outage test starts its own), with apt-get
+OCR_LANGUAGES := eng deu fra spa ita por jpn chi-sim
 system-test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	for language in $(OCR_LANGUAGES); do \
+		[ -e /usr/share/tesseract-ocr/5/tessdata/$$(echo $$language | tr - _).traineddata ] \
+			|| missing="$$missing tesseract-ocr-$$language"; \
+	done; \
+	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
+	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	[ -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] \
+		|| missing="$$missing fonts-liberation"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
@@ -54,11 +64,13 @@ system-test-deps:
 test: install-test system-test-deps
 	VAR_DIR=$${VAR_DIR:-$(CURDIR)/var/test} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## bench: print figures (medians of repeated runs); the concurrency case takes about a minute
-bench: install-test
+## bench: print figures (medians of repeated runs); the concurrency case takes about a minute,
+## the OCR case (500+ labels read by tesseract) several
+bench: install-test system-test-deps
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.concurrency
 	$(BIN)/python -m tests.bench.audit
+	$(BIN)/python -m tests.bench.ocr
 	LEDGER_SCHEDULES=10000 VAR_DIR=$(CURDIR)/var/bench $(BIN)/python -m pytest -q -s -p no:randomly \
 		tests/test_ledger_machine.py
 

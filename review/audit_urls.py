@@ -8,5 +8,6 @@ app_name = "audit"
 urlpatterns = [
     path("", audit_views.dashboard, name="dashboard"),
     path("attempts/", audit_views.attempts, name="attempts"),
+    path("frames/", audit_views.frames, name="frames"),
     path("attempts.csv", audit_views.export, name="export"),
 ]

@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from review import audit
+from review.analytics import frame_analytics
+from review.models import overrides
 from studio.views import role_required
 
 ATTEMPTS_PER_PAGE = 50
@@ -31,8 +33,19 @@ def dashboard(request):
         "filters": filters,
         "presets": audit.presets(filters),
         **audit.dashboard(filters, form.routes),
+        "overrides": overrides()[:20],
+        "override_count": overrides().count(),
     }
     return render(request, "review/audit/dashboard.html", context)
+
+
+@role_required("admin")
+@require_safe
+def frames(request):
+    """Per frame and frame version: volume, review outcomes, label exactness, cost."""
+    frame_key = request.GET.get("frame") or None
+    context = {"rows": frame_analytics(frame_key), "frame_key": frame_key}
+    return render(request, "review/audit/frames.html", context)
 
 
 @role_required("admin")

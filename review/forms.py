@@ -27,6 +27,13 @@ class DecisionForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Required to reject or request changes; the designer sees it.",
     )
+    override_reason = forms.CharField(
+        required=False,
+        label="Override reason",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only to approve while a label is recorded wrong or missing: why this text "
+        "may go out as it is. Shown in the queue, the request page and the audit.",
+    )
     region = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, output=None, action: str | None = None, **kwargs) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from studio.models import GenerationRequest, OutputImage, ReviewStatus
@@ -65,9 +66,13 @@ class ReviewClaim(models.Model):
 
 class Decision(AppendOnly):
     class Verdict(models.TextChoices):
-        APPROVED = ReviewStatus.APPROVED
-        REJECTED = ReviewStatus.REJECTED
-        CHANGES_REQUESTED = ReviewStatus.CHANGES_REQUESTED
+        # Labels spelled out: TextChoices would title-case the names ("Changes Requested").
+        APPROVED = ReviewStatus.APPROVED.value, ReviewStatus.APPROVED.label
+        REJECTED = ReviewStatus.REJECTED.value, ReviewStatus.REJECTED.label
+        CHANGES_REQUESTED = (
+            ReviewStatus.CHANGES_REQUESTED.value,
+            ReviewStatus.CHANGES_REQUESTED.label,
+        )
 
     output = models.ForeignKey(OutputImage, on_delete=models.CASCADE, related_name="decisions")
     request = models.ForeignKey(
@@ -79,6 +84,11 @@ class Decision(AppendOnly):
     # Changes requested on part of the image: the region, as a PNG mask at the output's size
     # (transparent where the designer should change things), ready for a targeted edit.
     region_mask = models.FileField(upload_to="review-masks/", blank=True, max_length=300)
+    # An approval while the latest inspection of some label was wrong or missing: those
+    # labels, and why the reviewer approved anyway.
+    over_text_mismatch = models.BooleanField(default=False, db_index=True)
+    mismatched_labels = models.JSONField(default=list, blank=True)
+    override_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -87,6 +97,34 @@ class Decision(AppendOnly):
 
     def __str__(self) -> str:
         return f"{self.get_verdict_display()} by {self.reviewer} on {self.output_id}"
+
+    @property
+    def summary(self) -> str:
+        """The verdict as people read it, with the override spelled out."""
+        if self.over_text_mismatch:
+            return "Approved over a text mismatch"
+        return self.get_verdict_display()
+
+
+def may_approve_own_output(user) -> bool:
+    """Four eyes: only an explicitly granted permission row (the user's or a group's) lets
+    someone approve their own output. `has_perm` is not asked: it is true for every
+    superuser, and the demo admin is one."""
+    return (
+        Permission.objects.filter(content_type__app_label="review", codename="approve_own_output")
+        .filter(Q(user=user) | Q(group__user=user))
+        .exists()
+    )
+
+
+def mismatched_labels(output: OutputImage) -> list[str]:
+    """Expected labels whose latest inspection says wrong or missing."""
+    latest = latest_inspections(output)
+    return [
+        label
+        for label in expected_labels(output)
+        if label in latest and latest[label].verdict != TextInspection.Verdict.EXACT
+    ]
 
 
 class TextInspection(AppendOnly):
@@ -120,14 +158,62 @@ class TextInspection(AppendOnly):
 
 
 class OcrReading(models.Model):
-    """What tesseract read in an output, kept so the page does not read it twice."""
+    """What tesseract read in an output, read once by a task when the output was stored:
+    every pass's text, the best reading per expected label and a suggested verdict.
+    Suggestions only: a reviewer still confirms every label."""
 
     output = models.OneToOneField(OutputImage, on_delete=models.CASCADE, related_name="ocr")
     text = models.TextField(blank=True)
+    passes = models.JSONField(default=list, blank=True)
+    # [{"label", "observed", "verdict", "score"}], one per expected label, in order.
+    suggestions = models.JSONField(default=list, blank=True)
+    suspects_mismatch = models.BooleanField(default=False, db_index=True)
+    languages = models.CharField(max_length=100, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"OCR of {self.output_id}"
+
+    @classmethod
+    def read(cls, output: OutputImage) -> OcrReading | None:
+        """Read the output's expected labels (or, with none, its text) and keep the result;
+        None when tesseract is missing or the file cannot be read."""
+        from review import ocr
+
+        try:
+            data = output.read()
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+        labels = expected_labels(output)
+        reading = ocr.read_labels(data, labels)
+        if reading is None:
+            return None
+        suggestions = [
+            {"label": s.label, "observed": s.observed, "verdict": s.verdict, "score": s.score}
+            for s in reading.suggestions
+        ]
+        result, _created = cls.objects.update_or_create(
+            output=output,
+            defaults={
+                "text": reading.text,
+                "passes": reading.passes,
+                "suggestions": suggestions,
+                "suspects_mismatch": reading.suspects_mismatch,
+                "languages": reading.languages,
+                "seconds": round(reading.seconds, 3),
+                "created_at": timezone.now(),
+            },
+        )
+        return result
+
+    def suggestion_list(self):
+        from review import ocr
+
+        return [
+            ocr.Suggestion(item["label"], item["observed"], item["verdict"])
+            for item in self.suggestions
+        ]
 
 
 def awaiting_review():
@@ -164,12 +250,19 @@ def expected_labels(output: OutputImage) -> list[str]:
 
 
 def decide(
-    output: OutputImage, reviewer, verdict: str, reason: str = "", region_mask=None
+    output: OutputImage,
+    reviewer,
+    verdict: str,
+    reason: str = "",
+    region_mask=None,
+    override_reason: str = "",
 ) -> Decision:
     """Record a decision and move the output's review status, in one transaction.
 
-    Approval needs every expected label inspected; a designer approves their own output only
-    with the approve_own_output permission; rejections and change requests need a reason.
+    Approval needs every expected label inspected, and an override reason when the latest
+    inspection of any label is wrong or missing; a designer approves their own output only
+    with an explicitly granted approve_own_output; rejections and change requests need a
+    reason.
     """
     if (
         verdict in (Decision.Verdict.REJECTED, Decision.Verdict.CHANGES_REQUESTED)
@@ -178,8 +271,10 @@ def decide(
         raise ValidationError({"reason": "Say why: the designer sees this reason."})
     if verdict == Decision.Verdict.APPROVED:
         own = output.request.created_by_id == reviewer.pk
-        if own and not reviewer.has_perm("review.approve_own_output"):
-            raise PermissionDenied("You cannot approve an output of your own request.")
+        if own and not may_approve_own_output(reviewer):
+            raise PermissionDenied(
+                "You cannot approve an output of your own request: another reviewer must."
+            )
         inspected = latest_inspections(output)
         missing = [label for label in expected_labels(output) if label not in inspected]
         if missing:
@@ -190,6 +285,16 @@ def decide(
                     + "."
                 }
             )
+    mismatched = mismatched_labels(output) if verdict == Decision.Verdict.APPROVED else []
+    if mismatched and not override_reason.strip():
+        raise ValidationError(
+            {
+                "override_reason": "The latest inspection found "
+                + ", ".join(f'"{label}"' for label in mismatched)
+                + " wrong or missing: give an override reason to approve over a text "
+                "mismatch, or request changes."
+            }
+        )
     with transaction.atomic():
         decision = Decision.objects.create(
             output=output,
@@ -198,6 +303,9 @@ def decide(
             verdict=verdict,
             reason=reason.strip(),
             region_mask=region_mask or "",
+            over_text_mismatch=bool(mismatched),
+            mismatched_labels=mismatched,
+            override_reason=override_reason.strip() if mismatched else "",
         )
         output.review_status = verdict
         output.save(update_fields=["review_status"])
@@ -230,6 +338,13 @@ def inspect_text(
             output.text_mismatch = mismatch
             output.save(update_fields=["text_mismatch"])
     return inspection
+
+
+def overrides():
+    """Approvals over a text mismatch, newest first: what the queue and the audit list."""
+    return Decision.objects.filter(over_text_mismatch=True).select_related(
+        "reviewer", "request", "request__created_by"
+    )
 
 
 def latest_decision_subquery():

@@ -1,19 +1,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from review import ocr
 from review.forms import DecisionForm, InspectionForm
 from review.models import (
-    Decision,
     OcrReading,
     ReviewClaim,
     awaiting_review,
@@ -21,9 +22,11 @@ from review.models import (
     expected_labels,
     inspect_text,
     latest_inspections,
+    mismatched_labels,
+    overrides,
 )
 from studio.models import OutputImage
-from studio.views import role_required
+from studio.views import lineage_context, role_required
 
 REVIEWER_ROLES = ("reviewer", "admin")
 AGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -63,8 +66,13 @@ def _filtered_queue(params):
     elif flagged == "text":
         outputs = outputs.filter(text_mismatch=True)
         active["flagged"] = flagged
+    elif flagged == "ocr":
+        outputs = outputs.filter(ocr__suspects_mismatch=True)
+        active["flagged"] = flagged
     elif flagged == "any":
-        outputs = outputs.filter(Q(drift_flagged=True) | Q(text_mismatch=True))
+        outputs = outputs.filter(
+            Q(drift_flagged=True) | Q(text_mismatch=True) | Q(ocr__suspects_mismatch=True)
+        )
         active["flagged"] = flagged
     if (age := params.get("age")) in AGES:
         outputs = outputs.filter(created_at__lte=timezone.now() - AGES[age])
@@ -72,9 +80,36 @@ def _filtered_queue(params):
     return outputs, active
 
 
-def _facet(outputs, field: str) -> list[tuple[str, str, int]]:
-    rows = outputs.order_by().values(field).annotate(count=Count("pk")).order_by(field)
-    return [(row[field], row[field], row["count"]) for row in rows if row[field]]
+def _filter_query(params) -> str:
+    """The queue's active filters as a query string, carried from page to page."""
+    _outputs, active = _filtered_queue(params)
+    return urlencode(active)
+
+
+def _neighbours(output: OutputImage, params) -> tuple[OutputImage | None, OutputImage | None]:
+    """The outputs before and after this one in the queue as filtered (oldest first)."""
+    outputs, _active = _filtered_queue(params)
+    outputs = outputs.exclude(pk=output.pk)
+    at = output.created_at
+    earlier = outputs.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=output.pk))
+    later = outputs.filter(Q(created_at__gt=at) | Q(created_at=at, pk__gt=output.pk))
+    return (
+        earlier.order_by("-created_at", "-pk").first(),
+        later.order_by("created_at", "pk").first() or earlier.order_by("created_at", "pk").first(),
+    )
+
+
+def _facet(outputs, field: str, label_field: str | None = None) -> list[tuple[str, str, int]]:
+    """(value, what people read, count) per value; the label field names it (a frame's
+    name rather than its key)."""
+    label_field = label_field or field
+    rows = (
+        outputs.order_by()
+        .values(field, label_field)
+        .annotate(count=Count("pk"))
+        .order_by(label_field, field)
+    )
+    return [(row[field], row[label_field], row["count"]) for row in rows if row[field]]
 
 
 @role_required(*REVIEWER_ROLES)
@@ -84,8 +119,13 @@ def queue(request):
     everything = awaiting_review()
     now = timezone.now()
     flagged = [
-        ("drift", "drift outside the mask", everything.filter(drift_flagged=True).count()),
-        ("text", "text mismatch", everything.filter(text_mismatch=True).count()),
+        ("drift", "Drift outside the mask", everything.filter(drift_flagged=True).count()),
+        ("text", "Text mismatch", everything.filter(text_mismatch=True).count()),
+        (
+            "ocr",
+            "OCR suspects a mismatch",
+            everything.filter(ocr__suspects_mismatch=True).count(),
+        ),
     ]
     ages = [
         (key, key, everything.filter(created_at__lte=now - age).count())
@@ -98,14 +138,22 @@ def queue(request):
             [(value, label, count, active.get(name) == value) for value, label, count in options],
         )
         for name, title, options in [
-            ("frame", "Frame", _facet(everything, "request__frame_version__frame__key")),
+            (
+                "frame",
+                "Frame",
+                _facet(
+                    everything,
+                    "request__frame_version__frame__key",
+                    "request__frame_version__frame__name",
+                ),
+            ),
             ("route", "Route", _facet(everything, "request__route__name")),
             ("designer", "Designer", _facet(everything, "request__created_by__username")),
             ("flagged", "Flagged", flagged),
             ("age", "Waiting longer than", ages),
         ]
     ]
-    page = Paginator(outputs.select_related("claim", "claim__reviewer"), 24).get_page(
+    page = Paginator(outputs.select_related("claim", "claim__reviewer", "ocr"), 24).get_page(
         request.GET.get("page")
     )
     context = {
@@ -115,21 +163,23 @@ def queue(request):
         "total": everything.count(),
         "matching": page.paginator.count,
         "now": now,
+        "overrides": overrides()[:5],
+        "filter_query": urlencode(active),
+        "view": "grid" if request.GET.get("view") == "grid" else "list",
     }
     return render(request, "review/queue.html", context)
 
 
 def _inspection_context(
-    output: OutputImage, form: InspectionForm | None = None, ocr_text: str | None = None
+    output: OutputImage, form: InspectionForm | None = None, reading: OcrReading | None = None
 ) -> dict:
     """Rows to inspect, pre-filled from what was recorded, else from OCR when it has run."""
     labels = expected_labels(output)
     latest = latest_inspections(output)
-    if ocr_text is None:
+    if reading is None:
         reading = OcrReading.objects.filter(output=output).first()
-        ocr_text = reading.text if reading else None
     if form is None:
-        suggestions = {s.label: s for s in ocr.suggest(labels, ocr_text)} if ocr_text else {}
+        suggestions = {s.label: s for s in reading.suggestion_list()} if reading else {}
         for label, inspection in latest.items():
             suggestions[label] = ocr.Suggestion(
                 label, inspection.observed, inspection.verdict, inspection.source
@@ -146,24 +196,15 @@ def _inspection_context(
         "inspection_form": form,
         "inspection_rows": rows,
         "ocr_available": ocr.available(),
-        "ocr_text": ocr_text,
+        "ocr_reading": reading,
+        "ocr_text": reading.text if reading else None,
         "all_inspected": all(label in latest for label in labels),
     }
 
 
-def _ocr_text(output: OutputImage) -> str | None:
-    reading = OcrReading.objects.filter(output=output).first()
-    if reading is not None:
-        return reading.text
-    try:
-        with output.file.open("rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, OSError):
-        return None
-    text = ocr.read_text(data)
-    if text is not None:
-        OcrReading.objects.update_or_create(output=output, defaults={"text": text})
-    return text
+def _ocr_reading(output: OutputImage) -> OcrReading | None:
+    """The background task's reading; read now only if the task has not got to it yet."""
+    return OcrReading.objects.filter(output=output).first() or OcrReading.read(output)
 
 
 @role_required(*REVIEWER_ROLES)
@@ -180,7 +221,7 @@ def inspection(request, output_id):
     """The text inspection partial: GET runs OCR (lazily, once), POST records inspections."""
     output = _get_output_for_reviewer(output_id)
     if request.method != "POST":
-        context = _inspection_context(output, ocr_text=_ocr_text(output))
+        context = _inspection_context(output, reading=_ocr_reading(output))
         return render(request, "review/output.html#inspection", context)
     labels = expected_labels(output)
     form = InspectionForm(request.POST, labels=labels)
@@ -200,7 +241,11 @@ def inspection(request, output_id):
 
 def _page_context(request, output, extra: dict) -> dict:
     claim = ReviewClaim.objects.filter(output=output).select_related("reviewer").first()
+    previous, following = _neighbours(output, request.GET)
     base = {
+        "filter_query": _filter_query(request.GET),
+        "previous_output": previous,
+        "next_output": following,
         "output": output,
         "generation": output.request,
         "claim": claim,
@@ -209,7 +254,10 @@ def _page_context(request, output, extra: dict) -> dict:
         ),
         "decision_form": DecisionForm(output=output),
         "decisions": output.decisions.select_related("reviewer"),
+        "mismatched": mismatched_labels(output),
         "checks": output.request.frame_version.check_list() if output.request.frame_version else [],
+        # The designer's lineage pieces: what the output is compared with, the threshold.
+        **lineage_context(request.user, output.request),
         **_inspection_context(output),
     }
     return {**base, **extra}
@@ -224,15 +272,27 @@ def output_decide(request, output_id):
     if form.is_valid():
         data = form.cleaned_data
         try:
-            decide(output, request.user, data["verdict"], data["reason"], data["region_mask"])
+            decision = decide(
+                output,
+                request.user,
+                data["verdict"],
+                data["reason"],
+                data["region_mask"],
+                override_reason=data["override_reason"],
+            )
         except ValidationError as problem:
             for field, errors in problem.message_dict.items():
                 form.add_error(field if field in form.fields else None, errors)
         except PermissionDenied as refusal:
             form.add_error(None, str(refusal))
         else:
-            label = Decision.Verdict(data["verdict"]).label
-            messages.success(request, f"{label}: output of request {output.request_id}.")
-            return redirect("review:queue")
+            messages.success(request, f"{decision.summary}: output of request {output.request_id}.")
+            # The next output in the same filter opens; the queue when none is left.
+            _previous, following = _neighbours(output, request.GET)
+            query = _filter_query(request.GET)
+            if following is None:
+                return redirect(f"{reverse('review:queue')}?{query}" if query else "review:queue")
+            url = reverse("review:output", args=[following.id])
+            return redirect(f"{url}?{query}" if query else url)
     context = _page_context(request, output, {"decision_form": form})
     return render(request, "review/output.html", context, status=200)

@@ -297,10 +297,26 @@ class PromptFrameVersionInline(admin.TabularInline):
 class PromptFrameAdmin(admin.ModelAdmin):
     """Saving a changed frame freezes a new version; requests keep the one they used."""
 
-    list_display = ["name", "key", "operation", "is_active", "position", "updated_at"]
+    list_display = [
+        "name",
+        "key",
+        "operation",
+        "is_active",
+        "position",
+        "updated_at",
+        "analytics",
+    ]
     list_filter = ["is_active", "operation"]
     prepopulated_fields = {"key": ["name"]}
     inlines = [PromptFrameVersionInline]
+    readonly_fields = ["analytics"]
+
+    @admin.display(description="Analytics")
+    def analytics(self, frame: PromptFrame) -> str:
+        if frame.pk is None:
+            return "—"
+        url = f"{reverse('audit:frames')}?{urlencode({'frame': frame.key})}"
+        return format_html('<a href="{}">Review and cost figures</a>', url)
 
 
 @admin.register(Budget)

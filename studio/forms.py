@@ -23,6 +23,7 @@ from studio.models import (
     RenderedPrompt,
     Route,
     SlotErrors,
+    suggested_edit_prompt,
 )
 from studio.uploads import (
     CheckedImage,
@@ -112,6 +113,23 @@ class Preview:
         return imagerules.MAX_PROMPT_CHARS
 
 
+def extra_labels_field() -> forms.CharField:
+    return forms.CharField(
+        label="Also check this text",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One label a line: text the image must show that the prompt does not quote "
+        "(a wordmark, text kept from the source image). Quoted text is always checked.",
+    )
+
+
+def clean_extra_labels(form: forms.Form) -> list[str]:
+    labels = imagerules.label_lines(form.cleaned_data.get("extra_labels", ""))
+    for problem in imagerules.label_problems(labels):
+        form.add_error("extra_labels", problem)
+    return labels
+
+
 class ComposerForm(forms.Form):
     frame = forms.ModelChoiceField(
         queryset=PromptFrame.objects.none(),
@@ -151,6 +169,7 @@ class ComposerForm(forms.Form):
         initial=0,
         help_text="Each preview adds output tokens.",
     )
+    extra_labels = extra_labels_field()
 
     operation = GenerationRequest.Operation.GENERATE
 
@@ -201,6 +220,7 @@ class ComposerForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        data["extra_labels"] = clean_extra_labels(self)
         self._clean_prompt(data)
         self._clean_size(data)
         output_format = data.get("output_format")
@@ -235,7 +255,7 @@ class ComposerForm(forms.Form):
             if not prompt:
                 self.add_error("prompt", "Write a prompt, or choose a frame and fill its slots.")
                 return
-            self.rendered = RenderedPrompt(prompt, imagerules.quoted_labels(prompt))
+            self.rendered = RenderedPrompt(prompt, [])
         else:
             if frame.operation == PromptFrame.Operation.EDIT and self.operation != frame.operation:
                 self.add_error(
@@ -253,12 +273,26 @@ class ComposerForm(forms.Form):
                 for slot_name, message in problems.errors.items():
                     self.add_error(SLOT_PREFIX + slot_name, message)
                 return
+        # Quoted text becomes labels too; the extra ones were checked in clean().
+        quoted = imagerules.quoted_labels(self.rendered.prompt)
+        for problem in imagerules.label_problems(quoted + self.rendered.expected_text_labels):
+            self.add_error("prompt" if frame is None else None, problem)
         if len(self.rendered.prompt) > imagerules.MAX_PROMPT_CHARS:
             self.add_error(
                 "prompt" if frame is None else None,
                 f"The prompt is {len(self.rendered.prompt):,} characters; gpt-image-2 accepts "
                 f"at most {imagerules.MAX_PROMPT_CHARS:,}.",
             )
+
+    def expected_labels(self) -> list[str]:
+        """What the image must show, by the studio's one label rule: shown in the preview and
+        recorded with the request."""
+        if self.rendered is None:
+            return []
+        extra = imagerules.label_lines(self["extra_labels"].value() or "")
+        return imagerules.expected_labels(
+            self.rendered.prompt, self.rendered.expected_text_labels, extra
+        )
 
     def _clean_size(self, data: dict) -> None:
         size = data.get("size")
@@ -292,7 +326,7 @@ class ComposerForm(forms.Form):
             problems = []
         preview = Preview(
             prompt=self.rendered.prompt if self.rendered else None,
-            labels=self.rendered.expected_text_labels if self.rendered else [],
+            labels=self.expected_labels(),
             problems=problems,
             route=values.get("route"),
         )
@@ -345,7 +379,7 @@ class ComposerForm(forms.Form):
             requested_model=DEFAULT_MODEL,
             frame_version=self.version if data.get("frame") else None,
             slot_values=slot_values,
-            expected_text_labels=self.rendered.expected_text_labels,
+            expected_text_labels=self.expected_labels(),
         )
 
 
@@ -378,6 +412,11 @@ def initial_from_request(generation: GenerationRequest) -> dict:
         "background": generation.background,
         "n": generation.n,
         "partial_images": generation.partial_images,
+        "extra_labels": "\n".join(
+            label
+            for label in generation.expected_text_labels
+            if label not in imagerules.quoted_labels(generation.prompt)
+        ),
     }
     frame = generation.frame_version.frame if generation.frame_version_id else None
     if frame is not None and frame.is_active:
@@ -443,6 +482,9 @@ class EditForm(ComposerForm):
     # The sizes of the chosen files as the browser measured them: used to price the live
     # preview only (the files themselves are not sent until submission).
     input_sizes = forms.CharField(required=False, widget=forms.HiddenInput)
+    # A reviewer's change request whose drawn region is the mask, unless a mask file (or a
+    # painting) is sent instead.
+    region_decision = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, user=None, for_preview: bool = False, **kwargs) -> None:
         self.user = user
@@ -453,6 +495,7 @@ class EditForm(ComposerForm):
         # still decides "same as the source", so a bad mask is the only error shown.
         self.checked_source: CheckedImage | None = None
         self.source_from_output: OutputImage | None = self._source_output()
+        self.suggestion = self._suggestion()
         presets = list(self.fields["size"].choices)
         self.fields["size"].choices = [(SOURCE_SIZE, self._source_size_label()), *presets]
         self.fields["size"].initial = SOURCE_SIZE
@@ -479,6 +522,28 @@ class EditForm(ComposerForm):
                 .first()
             )
         except ValidationError:
+            return None
+
+    def _suggestion(self):
+        """The change request (a review decision with a drawn region) this edit follows,
+        when it is about the source output and this user may see it."""
+        raw = (
+            self.data.get("region_decision")
+            if self.is_bound
+            else self.initial.get("region_decision")
+        )
+        if not raw or self.source_from_output is None:
+            return None
+        from review.models import Decision
+
+        try:
+            return (
+                Decision.objects.select_related("reviewer")
+                .exclude(region_mask="")
+                .filter(pk=int(raw), output=self.source_from_output)
+                .first()
+            )
+        except (TypeError, ValueError):
             return None
 
     def _source_size_label(self) -> str:
@@ -538,6 +603,17 @@ class EditForm(ComposerForm):
                 checked.append(read_mask(mask, mask.size, mask.name, source))
             except UploadRejected as problem:
                 self.add_error("mask", str(problem))
+        elif data.get("region_decision"):
+            if self.suggestion is None:
+                self.add_error("mask", "That reviewer's region is not available for this image.")
+            else:
+                try:
+                    region = self.suggestion.region_mask.open("rb").read()
+                    checked.append(
+                        read_mask(io.BytesIO(region), len(region), "the reviewer's region", source)
+                    )
+                except (UploadRejected, OSError) as problem:
+                    self.add_error("mask", f"The reviewer's region cannot be the mask: {problem}")
         if not self.errors:
             self.checked_inputs = checked
 
@@ -605,10 +681,26 @@ class EditForm(ComposerForm):
 
 
 def initial_for_edit(
-    frame: PromptFrame | None, output: OutputImage | None, generation=None
+    frame: PromptFrame | None, output: OutputImage | None, generation=None, suggestion=None
 ) -> dict:
-    """The edit page's starting values: a frame's settings, a request's, and the source."""
+    """The edit page's starting values: a frame's settings, a request's, and the source;
+    or a reviewer's suggested edit: its output, its region as the mask, its reason as the
+    prompt, and the original's settings."""
     initial: dict = {}
+    if suggestion is not None:
+        output, generation = suggestion.output, suggestion.request
+        initial = initial_from_request(generation)
+        initial.pop("frame", None)
+        initial.update(
+            prompt=suggested_edit_prompt(suggestion.reason),
+            region_decision=suggestion.pk,
+            source_output=output.pk,
+            size=SOURCE_SIZE,
+            extra_labels="\n".join(generation.expected_text_labels),
+        )
+        initial.pop("width", None)
+        initial.pop("height", None)
+        return initial
     if generation is not None:
         initial.update(initial_from_request(generation))
     elif frame is not None:
@@ -616,6 +708,8 @@ def initial_for_edit(
     if output is not None:
         initial["source_output"] = output.pk
         initial.setdefault("output_format", output.format)
+        # Text already in the source stays in the edit: it is checked again by default.
+        initial.setdefault("extra_labels", "\n".join(output.request.expected_text_labels))
     initial["size"] = SOURCE_SIZE
     initial.pop("width", None)
     initial.pop("height", None)
@@ -631,6 +725,22 @@ class TurnForm(forms.Form):
         help_text="Ask for an image or a change to the last one; quote text that must appear, "
         'e.g. "Spring Sale".',
     )
+    extra_labels = extra_labels_field()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        data["extra_labels"] = clean_extra_labels(self)
+        quoted = imagerules.quoted_labels(data.get("message") or "")
+        for problem in imagerules.label_problems(quoted):
+            self.add_error("message", problem)
+        return data
+
+    def expected_labels(self) -> list[str]:
+        """The labels this message makes the turn expect (the one rule), for the preview."""
+        message = self["message"].value() or ""
+        return imagerules.expected_labels(
+            message, imagerules.label_lines(self["extra_labels"].value() or "")
+        )
 
 
 class ConversationForm(TurnForm):
@@ -683,4 +793,4 @@ class ConversationForm(TurnForm):
                     "partial_images": data["partial_images"] or 0,
                 },
             )
-            return conversation, conversation.add_turn(owner, data["message"])
+            return conversation, conversation.add_turn(owner, data["message"], data["extra_labels"])

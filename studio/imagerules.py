@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 EDGE_MULTIPLE = 16
 MAX_EDGE = 3840
@@ -296,3 +297,38 @@ def quoted_labels(text: str) -> list[str]:
         if label:
             labels.append(label)
     return labels
+
+
+MAX_EXPECTED_LABELS = 30
+MAX_LABEL_CHARS = 500
+
+
+def expected_labels(prompt: str, *more: Iterable[str]) -> list[str]:
+    """THE expected-label rule, for every route to an image: each string the prompt quotes,
+    then the labels given besides (a frame's text slots, text the designer added to check),
+    whitespace collapsed, each once, in order. The sandbox draws the quoted ones; review
+    inspects them all before anyone may approve."""
+    labels: list[str] = []
+    for label in [*quoted_labels(prompt), *(label for group in more for label in group)]:
+        label = " ".join(str(label).split())
+        if label and label not in labels:
+            labels.append(label)
+    return labels
+
+
+def label_lines(text: str) -> list[str]:
+    """Labels typed one a line (the "also check" fields), whitespace collapsed."""
+    return [" ".join(line.split()) for line in (text or "").splitlines() if line.strip()]
+
+
+def label_problems(labels: list[str]) -> list[str]:
+    problems = []
+    if len(labels) > MAX_EXPECTED_LABELS:
+        problems.append(f"At most {MAX_EXPECTED_LABELS} labels can be checked in one image.")
+    for label in labels:
+        if len(label) > MAX_LABEL_CHARS:
+            problems.append(
+                f"A label may be at most {MAX_LABEL_CHARS} characters; “{label[:40]}…” is "
+                f"{len(label):,}."
+            )
+    return problems

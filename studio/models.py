@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -9,7 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -821,6 +820,9 @@ class GenerationRequest(models.Model):
         studio's monthly budget.
         """
         images = [item for item in inputs if item.role != InputImage.Role.MASK]
+        # Whatever path built the request, its labels follow the one rule: what the prompt
+        # quotes is always expected, so no route to an image skips text inspection.
+        expected_text_labels = imagerules.expected_labels(prompt, expected_text_labels or [])
         estimate = route.estimate(
             prompt=prompt,
             width=width,
@@ -848,7 +850,7 @@ class GenerationRequest(models.Model):
                     prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
                     frame_version=frame_version,
                     slot_values=slot_values or {},
-                    expected_text_labels=expected_text_labels or [],
+                    expected_text_labels=expected_text_labels,
                     width=width,
                     height=height,
                     quality=quality,
@@ -2003,53 +2005,16 @@ class InputImage(StoredImage, models.Model):
         return (f"{self.role}-{self.position}.{extension}", self.read(), self.content_type)
 
 
-def launch_suggested_edit(decision, user) -> GenerationRequest:
-    """Submit the targeted edit a reviewer suggested: the decision's output is the source, its
-    drawn region the mask, its reason the change. Same route and settings as the original."""
-    from studio import uploads
-
-    output = decision.output
-    original = output.request
-    source_bytes = output.read()
-    source = uploads.read_input_image(
-        io.BytesIO(source_bytes), len(source_bytes), f"output of {original.id}", "source"
-    )
-    source = replace(source, from_output=output)
-    with decision.region_mask.open("rb") as handle:
-        mask_bytes = handle.read()
-    mask = uploads.read_mask(io.BytesIO(mask_bytes), len(mask_bytes), "review region", source)
-    frame = PromptFrame.objects.filter(key="targeted-edit", is_active=True).first()
-    slots = {
-        "fixed": "everything outside the marked region",
-        "region": "the marked region",
-        "new_detail": decision.reason,
-        "protected": "the subject, its angle and any text outside the marked region",
-    }
-    if frame is not None:
-        version = frame.current_version
-        rendered = version.render(slots)
-    else:
-        version = None
-        rendered = RenderedPrompt(
-            f"Change only the marked region: {decision.reason}. Keep everything else exactly "
-            "as it is.",
-            [],
-        )
-    return GenerationRequest.submit(
-        created_by=user,
-        route=original.route,
-        prompt=rendered.prompt,
-        width=output.width,
-        height=output.height,
-        quality=original.quality,
-        output_format=original.output_format,
-        output_compression=original.output_compression,
-        background=original.background,
-        frame_version=version,
-        slot_values=slots if version else {},
-        expected_text_labels=list(original.expected_text_labels),
-        inputs=[source, mask],
-        parent_output=output,
+def suggested_edit_prompt(reason: str) -> str:
+    """The edit a reviewer's change request asks for, as a prompt that reads as one: the
+    reason becomes the clause after "In the marked region only:"."""
+    change = " ".join(reason.split()).rstrip(" .!;:,")
+    # "Make the headline bigger" -> "make the headline bigger"; "SALE sign ..." stays.
+    if change[:1].isupper() and not change[1:2].isupper():
+        change = change[0].lower() + change[1:]
+    return (
+        f"In the marked region only: {change}. Keep everything outside the marked region "
+        "exactly as it is."
     )
 
 
@@ -2106,9 +2071,12 @@ class Conversation(models.Model):
             .first()
         )
 
-    def add_turn(self, created_by, message: str) -> GenerationRequest:
+    def add_turn(
+        self, created_by, message: str, extra_labels: Sequence[str] = ()
+    ) -> GenerationRequest:
         """Send one message as a new turn, continuing from the last answered response; the
-        newest image so far is its parent in the lineage (a follow-up usually edits it)."""
+        newest image so far is its parent in the lineage (a follow-up usually edits it).
+        The text it quotes (and `extra_labels`) is expected in the image, as for any request."""
         if self.is_waiting:
             raise ValidationError("Wait for the assistant to answer the last turn.")
         return GenerationRequest.submit(
@@ -2122,4 +2090,5 @@ class Conversation(models.Model):
             partial_images=self.settings.get("partial_images", 0),
             parent_output=self.latest_image(),
             conversation=self,
+            expected_text_labels=imagerules.expected_labels(message, extra_labels),
         )

@@ -20,8 +20,14 @@ urlpatterns = [
         views.suggested_edit,
         name="suggested-edit",
     ),
+    path(
+        "requests/<uuid:request_id>/suggested-edit/<int:decision_id>/region.png",
+        views.suggested_region,
+        name="suggested-region",
+    ),
     path("conversations/", views.conversation_list, name="conversation-list"),
     path("conversations/new/", views.conversation_new, name="conversation-new"),
+    path("conversations/labels", views.turn_labels, name="turn-labels"),
     path(
         "conversations/<uuid:conversation_id>/",
         views.conversation_detail,

@@ -35,9 +35,7 @@ from studio.models import (
     OutputImage,
     PromptFrame,
     SubmissionFlood,
-    launch_suggested_edit,
 )
-from studio.uploads import UploadRejected
 
 DESIGNER_ROLES = ("designer", "admin")
 
@@ -175,12 +173,35 @@ def _edit_initial(request) -> dict:
             pk=generation.parent_output_id,
         ).first()
     frame = _frame_from(request.GET.get("frame"), EditForm.frames())
-    return initial_for_edit(frame, output, generation)
+    suggestion = None
+    if (raw := request.GET.get("decision")) and raw.isdigit():
+        from review.models import Decision
+
+        suggestion = (
+            Decision.objects.select_related("output", "request")
+            .exclude(region_mask="")
+            .filter(
+                pk=int(raw),
+                request__created_by=request.user,
+                output__deleted_at__isnull=True,
+            )
+            .first()
+        )
+        if suggestion is None:
+            raise Http404("No such suggested edit.")
+    return initial_for_edit(frame, output, generation, suggestion)
 
 
 def _edit_context(request, form: EditForm) -> dict:
+    suggestion = form.suggestion
     return {
         **_composer_context(request, form),
+        "suggestion": suggestion,
+        "suggestion_region_url": reverse(
+            "studio:suggested-region", args=[suggestion.request_id, suggestion.pk]
+        )
+        if suggestion
+        else None,
         "source_output": form.source_from_output,
         "max_references": imagerules.MAX_INPUT_IMAGES - 1,
     }
@@ -223,32 +244,42 @@ def edit_preview(request):
     return render(request, "studio/edit_new.html#preview", _edit_context(request, form))
 
 
-@role_required(*DESIGNER_ROLES)
-@require_POST
-def suggested_edit(request, request_id, decision_id):
-    """One click: the reviewer's marked region becomes the mask of a targeted edit of the
-    output, with the reviewer's reason as the change to make."""
+def _get_suggestion_for_user(user, request_id, decision_id):
+    """A change request with a drawn region on one of the user's own requests (404 else)."""
     from review.models import Decision
 
-    generation = _get_request_for_user(request.user, request_id)
-    if generation.created_by_id != request.user.pk:
-        raise PermissionDenied("Only the designer of the request launches its suggested edit.")
-    decision = get_object_or_404(
-        Decision.objects.select_related("output"), pk=decision_id, request=generation
+    generation = _get_request_for_user(user, request_id)
+    if generation.created_by_id != user.pk:
+        raise Http404("Only the designer of the request opens its suggested edit.")
+    return get_object_or_404(
+        Decision.objects.select_related("output", "request").exclude(region_mask=""),
+        pk=decision_id,
+        request=generation,
     )
-    if not decision.region_mask:
-        raise Http404("This decision marked no region.")
+
+
+@role_required(*DESIGNER_ROLES)
+@require_safe
+def suggested_edit(request, request_id, decision_id):
+    """Open the edit page filled in from a reviewer's marked region and reason. Nothing is
+    submitted (or billed) until the designer presses Submit there."""
+    decision = _get_suggestion_for_user(request.user, request_id, decision_id)
+    if decision.output.deleted_at is not None:
+        messages.error(request, "The output's file was deleted by retention: it cannot be edited.")
+        return redirect(decision.request)
+    return redirect(f"{reverse('studio:edit-new')}?decision={decision.pk}")
+
+
+@role_required(*DESIGNER_ROLES)
+@require_safe
+def suggested_region(request, request_id, decision_id):
+    """The reviewer's drawn region as a PNG mask, for the edit page's painter."""
+    decision = _get_suggestion_for_user(request.user, request_id, decision_id)
     try:
-        edit = launch_suggested_edit(decision, request.user)
-    except (UploadRejected, OSError) as problem:
-        messages.error(request, f"The suggested edit could not start: {problem}")
-        return redirect(generation)
-    except SubmissionFlood as flood:
-        return HttpResponse(str(flood), status=429, content_type="text/plain")
-    except BudgetExceeded as refusal:
-        messages.error(request, str(refusal))
-        return redirect(generation)
-    return redirect(edit)
+        handle = decision.region_mask.open("rb")
+    except (FileNotFoundError, OSError):
+        raise Http404("The region's file is gone.") from None
+    return private_file_response(handle, "image/png", decision.region_mask.name)
 
 
 @role_required(*DESIGNER_ROLES)
@@ -307,7 +338,7 @@ def request_detail(request, request_id):
         "attempts": generation.attempts.select_related("route"),
         "outputs": generation.outputs.filter(kind=OutputImage.Kind.FINAL),
         **_preview_context(generation),
-        **_lineage_context(request.user, generation),
+        **lineage_context(request.user, generation),
     }
     if request.htmx:
         response = render(request, "studio/request_detail.html#progress", context)
@@ -391,7 +422,7 @@ def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
 
 
-def _lineage_context(user, generation: GenerationRequest) -> dict:
+def lineage_context(user, generation: GenerationRequest) -> dict:
     """Inputs, the parent output and the edits made from this request's outputs, as far as
     this user may see them; and what each output is compared with (parent, else source)."""
     visible = GenerationRequest.objects.visible_to(user)
@@ -479,6 +510,14 @@ def conversation_detail(request, conversation_id):
 
 @role_required(*DESIGNER_ROLES)
 @require_POST
+def turn_labels(request):
+    """The labels a conversation message will make its turn expect, as the designer types."""
+    form = TurnForm(request.POST)
+    return render(request, "studio/_labels.html", {"labels": form.expected_labels()})
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
 def conversation_turn(request, conversation_id):
     """The next message; only the owner may speak in a conversation."""
     conversation = _get_conversation_for_user(request.user, conversation_id)
@@ -488,7 +527,9 @@ def conversation_turn(request, conversation_id):
     status = 200
     if form.is_valid():
         try:
-            conversation.add_turn(request.user, form.cleaned_data["message"])
+            conversation.add_turn(
+                request.user, form.cleaned_data["message"], form.cleaned_data["extra_labels"]
+            )
         except ValidationError as refusal:
             form.add_error(None, refusal)
         except BudgetExceeded as refusal:

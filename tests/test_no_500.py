@@ -123,6 +123,7 @@ COMPOSER = (
     "action",
     "slot_product",
     "slot_headline",
+    "extra_labels",
 )
 EDIT = (*COMPOSER, "source_output", "input_sizes")
 EDIT_FILES = ("source", "references", "mask")
@@ -150,18 +151,31 @@ PARAMETERS = {
     "studio:request-list": Parameters(get=("page",)),
     "studio:request-new": Parameters(get=("frame", "from"), post=COMPOSER),
     "studio:composer-preview": Parameters(post=COMPOSER),
-    "studio:edit-new": Parameters(get=("frame", "from", "output"), post=EDIT, files=EDIT_FILES),
+    "studio:edit-new": Parameters(
+        get=("frame", "from", "output", "decision"), post=EDIT, files=EDIT_FILES
+    ),
     "studio:edit-preview": Parameters(post=EDIT),
     "studio:request-detail": Parameters(),
     "studio:request-run-again": Parameters(),
     "studio:request-cancel": Parameters(),
     "studio:suggested-edit": Parameters(),
+    "studio:suggested-region": Parameters(),
+    "studio:turn-labels": Parameters(post=("message", "extra_labels")),
     "studio:conversation-list": Parameters(),
     "studio:conversation-new": Parameters(
-        post=("title", "route", "size", "quality", "output_format", "partial_images", "message")
+        post=(
+            "title",
+            "route",
+            "size",
+            "quality",
+            "output_format",
+            "partial_images",
+            "message",
+            "extra_labels",
+        )
     ),
     "studio:conversation-detail": Parameters(),
-    "studio:conversation-turn": Parameters(post=("message",)),
+    "studio:conversation-turn": Parameters(post=("message", "extra_labels")),
     "studio:output-file": Parameters(),
     "studio:output-drift": Parameters(),
     "studio:input-file": Parameters(),
@@ -181,6 +195,7 @@ PARAMETERS = {
     "audit:dashboard": Parameters(get=AUDIT),
     "audit:attempts": Parameters(get=AUDIT),
     "audit:export": Parameters(get=AUDIT),
+    "audit:frames": Parameters(get=("frame",)),
     "login": Parameters(get=("next",), post=("username", "password", "next")),
     "logout": Parameters(post=("next",)),
     "password_change": Parameters(post=("old_password", "new_password1", "new_password2")),

@@ -87,7 +87,7 @@ class TestQueue:
             for name, _t, opts in response.context["facets"]
         }
         assert facets["designer"] == {"dana": (2, False), "otto": (1, False)}
-        assert facets["flagged"] == {"drift": (1, False), "text": (1, False)}
+        assert facets["flagged"] == {"drift": (1, False), "text": (1, False), "ocr": (0, False)}
         assert facets["frame"] == {"product-hero": (1, False)}
         assert facets["age"]["1h"][0] == 2 and facets["age"]["24h"][0] == 1
 
@@ -177,7 +177,7 @@ class TestDecisions:
             decide(output, reviewer, "approved")
         assert '"SALE"' in str(caught.value)
         inspect_text(output, reviewer, "SALE", "SALF", "wrong")
-        decide(output, reviewer, "approved")
+        decide(output, reviewer, "approved", override_reason="Fixed in print")
         output.refresh_from_db()
         assert output.review_status == "approved"
         assert output.text_mismatch
@@ -324,13 +324,13 @@ class TestOcrHelpers:
 
 
 class TestSuggestedEdit:
-    def test_the_designer_launches_the_reviewers_region_as_a_targeted_edit(
+    def test_the_suggested_edit_opens_the_edit_page_and_bills_nothing_until_submitted(
         self, client, reviewer, designer, other_designer, sandbox_route, seed_frames, monkeypatch
     ):
         from studio.models import InputImage
 
         monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
-        output = make_output(designer, sandbox_route, labels=())
+        output = make_output(designer, sandbox_route, labels=("SPRING SALE",))
         mask = Image.new("RGBA", (64, 48), (0, 0, 0, 255))
         mask.paste((0, 0, 0, 0), (5, 5, 20, 20))
         buffer = io.BytesIO()
@@ -339,25 +339,87 @@ class TestSuggestedEdit:
             output,
             reviewer,
             "changes_requested",
-            "make the corner blue",
+            "Make the headline a size up.",
             ContentFile(buffer.getvalue(), name="region.png"),
         )
         url = reverse("studio:suggested-edit", args=[output.request_id, decision.id])
 
         client.force_login(other_designer)
-        assert client.post(url).status_code == 404
+        assert client.get(url).status_code == 404
         client.force_login(designer)
         page = client.get(output.request.get_absolute_url()).content.decode()
-        assert "Launch the suggested edit" in page
-        response = client.post(url)
+        assert "Open the suggested edit" in page
+        assert client.post(url).status_code == 405  # no one-click paid edit any more
+        opened = client.get(url, follow=True)
+        assert not GenerationRequest.objects.filter(parent_output=output).exists()
+        form = opened.context["form"]
+        prompt = form.initial["prompt"]
+        assert prompt == (
+            "In the marked region only: make the headline a size up. Keep everything "
+            "outside the marked region exactly as it is."
+        )
+        assert form.initial["source_output"] == output.pk
+        assert form.initial["region_decision"] == decision.pk
+        text = opened.content.decode()
+        assert 'data-testid="estimate"' in text or "Estimate" in text
+        assert "Submit the suggested edit" in text and "Nothing is sent or billed" in text
+        region = client.get(
+            reverse("studio:suggested-region", args=[output.request_id, decision.id])
+        )
+        assert region.status_code == 200 and region["Content-Type"] == "image/png"
 
+        response = client.post(
+            reverse("studio:edit-new"),
+            {
+                "source_output": output.pk,
+                "region_decision": decision.pk,
+                "prompt": prompt,
+                "extra_labels": "SPRING SALE",
+                "route": sandbox_route.pk,
+                "size": "source",
+                "quality": "low",
+                "output_format": "png",
+                "background": "auto",
+                "n": 1,
+            },
+        )
         edit = GenerationRequest.objects.get(parent_output=output)
         assert response.url == edit.get_absolute_url()
         assert edit.operation == "edit" and edit.status == Status.QUEUED
-        assert edit.frame_version.frame.key == "targeted-edit"
-        assert "make the corner blue" in edit.prompt
+        assert edit.prompt == prompt and edit.expected_text_labels == ["SPRING SALE"]
         roles = dict(edit.inputs.values_list("role", "width"))
         assert roles == {InputImage.Role.SOURCE: 64, InputImage.Role.MASK: 64}
         stored_mask = edit.inputs.get(role="mask")
         with stored_mask.file.open("rb") as handle:
             assert Image.open(handle).getpixel((10, 10))[3] == 0
+
+    def test_another_outputs_region_is_refused(
+        self, client, reviewer, designer, sandbox_route, monkeypatch
+    ):
+        monkeypatch.setattr(GenerationRequest, "enqueue", lambda self, countdown=0: None)
+        output = make_output(designer, sandbox_route, labels=())
+        other = make_output(designer, sandbox_route, labels=())
+        mask = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+        buffer = io.BytesIO()
+        mask.save(buffer, "PNG")
+        decision = decide(
+            other, reviewer, "changes_requested", "x", ContentFile(buffer.getvalue(), "r.png")
+        )
+        client.force_login(designer)
+        response = client.post(
+            reverse("studio:edit-new"),
+            {
+                "source_output": output.pk,
+                "region_decision": decision.pk,
+                "prompt": "Change it",
+                "route": sandbox_route.pk,
+                "size": "source",
+                "quality": "low",
+                "output_format": "png",
+                "background": "auto",
+                "n": 1,
+            },
+        )
+        assert response.status_code == 200
+        assert "reviewer&#x27;s region is not available" in response.content.decode()
+        assert not GenerationRequest.objects.filter(parent_output=output).exists()

@@ -81,3 +81,65 @@ def test_a_misspelt_label_is_caught_as_wrong(client, reviewer, designer, live_sa
     assert verdict == "wrong"
     assert observed != "SPRING SALE" and len(observed) == len("SPRING SALE")
     assert found["Morning Ritual"] == ("Morning Ritual", "exact")
+
+
+@pytest.mark.parametrize(
+    ("labels", "size"),
+    [
+        # Each of these came back empty or garbled from the single sparse-text pass.
+        (("STRIDE",), (3072, 1024)),
+        (("LUMA PRO",), (1024, 1536)),
+        (("LUMA PRO",), (1536, 1024)),
+        (("GO",), (1024, 1024)),
+    ],
+)
+def test_large_plain_labels_are_read_exactly(labels, size):
+    from review import ocr
+    from studio.sandbox.render import Picture, render_image
+
+    data = render_image(
+        Picture(
+            text=" ".join(f'"{label}"' for label in labels),
+            labels=labels,
+            width=size[0],
+            height=size[1],
+            quality="high",
+            output_format="png",
+        )
+    )
+    reading = ocr.read_labels(data, list(labels))
+    assert [(s.observed, s.verdict) for s in reading.suggestions] == [
+        (label, "exact") for label in labels
+    ]
+
+
+def test_each_stored_output_is_read_before_anyone_opens_it(
+    client, reviewer, designer, live_sandbox, monkeypatch
+):
+    """Storing an output queues the OCR task (here run at once, as a worker would)."""
+    from review import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.read_output_text, "delay", lambda output_id: queued.append(output_id))
+    typo = generated_output(
+        designer,
+        live_sandbox,
+        '[sandbox:typo] Poster "SPRING SALE" and "Morning Ritual"',
+        monkeypatch,
+    )
+    clean = generated_output(
+        designer, live_sandbox, 'Poster "SPRING SALE" and "Morning Ritual"', monkeypatch
+    )
+    assert queued == [str(typo.id), str(clean.id)]
+    for output_id in queued:
+        tasks.read_output_text(output_id)
+    assert typo.ocr.suspects_mismatch and not clean.ocr.suspects_mismatch
+    assert typo.ocr.suggestions[0]["verdict"] == "wrong"
+    assert len(typo.ocr.passes) > 1  # the misspelling made the reader try more than one pass
+
+    client.force_login(reviewer)
+    queue = client.get(reverse("review:queue"), {"flagged": "ocr"})
+    assert [o.id for o in queue.context["page"]] == [typo.id]
+    assert "OCR suspects a mismatch" in queue.content.decode()
+    # Reviewers still confirm: nothing is recorded as inspected until they do.
+    assert not typo.inspections.exists()

@@ -92,7 +92,13 @@ EXPECTED = {
     "studio:request-detail": ("GET", OWN_OBJECT),
     "studio:request-run-again": ("POST", OWN_OBJECT_ACTION),
     "studio:request-cancel": ("POST", OWN_OBJECT_ACTION),
-    "studio:suggested-edit": ("POST", {**OWN_OBJECT_ACTION, "admin": 403}),
+    # Opens the edit page filled in (a GET: nothing is submitted); only the designer.
+    "studio:suggested-edit": ("GET", {**OWN_OBJECT_ACTION, "admin": 404}),
+    "studio:suggested-region": (
+        "GET",
+        {**OWN_OBJECT, "admin": 404, "reviewer": 403, "outsider": 403},
+    ),
+    "studio:turn-labels": ("POST", DESIGNER_PAGE),
     "studio:conversation-list": ("GET", DESIGNER_PAGE),
     "studio:conversation-new": ("GET", DESIGNER_PAGE),
     "studio:conversation-detail": ("GET", OWN_CONVERSATION),
@@ -108,6 +114,7 @@ EXPECTED = {
     "audit:dashboard": ("GET", ADMIN_PAGE),
     "audit:attempts": ("GET", ADMIN_PAGE),
     "audit:export": ("GET", ADMIN_PAGE),
+    "audit:frames": ("GET", ADMIN_PAGE),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }

@@ -229,6 +229,18 @@
       showSource(painterBox.dataset.sourceUrl, Number(painterBox.dataset.sourceWidth),
         Number(painterBox.dataset.sourceHeight));
     }
+    if (state.fromOutput && painterBox.dataset.regionUrl) {
+      // A reviewer's suggested edit: their region is the starting painting, to refine.
+      fetch(painterBox.dataset.regionUrl, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.blob() : null; })
+        .then(function (blob) { return blob ? createImageBitmap(blob) : null; })
+        .then(function (bitmap) {
+          if (!bitmap) return;
+          painter.loadMask(bitmap);
+          state.painted = true;
+          refresh();
+        });
+    }
     maskInput.addEventListener("change", checkMask);
     referencesInput.addEventListener("change", checkReferences);
 
@@ -272,6 +284,9 @@
       done.then(function (file) {
         var files = new DataTransfer();
         if (file) files.items.add(file);
+        // A cleared painting means no mask, not the reviewer's region.
+        var region = form.querySelector("input[name=region_decision]");
+        if (!file && region) region.value = "";
         maskInput.files = files.files;
         HTMLFormElement.prototype.submit.call(form);
       });

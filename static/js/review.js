@@ -105,3 +105,92 @@
     if (viewer) setUpViewer(viewer);
   });
 })();
+
+// Keyboard shortcuts on the review page (the `?` dialog lists them). Keys typed into a text
+// field stay there; Escape leaves the field.
+(function () {
+  var chosenRow = null;
+
+  function isTyping(target) {
+    if (!target || !target.tagName) return false;
+    var tag = target.tagName.toLowerCase();
+    if (tag === "textarea" || tag === "select") return true;
+    return tag === "input" && !/^(radio|checkbox|button|submit)$/.test(target.type);
+  }
+
+  function click(selector) {
+    var element = document.querySelector(selector);
+    if (element) element.click();
+    return Boolean(element);
+  }
+
+  function needsText(field) {
+    // A reason (or an override reason) is asked for first: focus it instead of sending.
+    if (field && !field.value.trim()) {
+      field.focus();
+      return true;
+    }
+    return false;
+  }
+
+  function chooseRow(number) {
+    var row = document.querySelector('[data-label-row="' + number + '"]');
+    if (!row) return;
+    if (chosenRow) chosenRow.classList.remove("chosen");
+    chosenRow = row;
+    row.classList.add("chosen");
+    row.scrollIntoView({ block: "nearest" });
+  }
+
+  function setVerdict(value) {
+    if (!chosenRow || !document.body.contains(chosenRow)) {
+      chooseRow(1);
+    }
+    if (!chosenRow) return;
+    var radio = chosenRow.querySelector('input[type=radio][value="' + value + '"]');
+    if (radio) {
+      radio.checked = true;
+      radio.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+  }
+
+  function toggleHelp() {
+    var dialog = document.getElementById("shortcut-help");
+    if (!dialog) return;
+    if (dialog.open) dialog.close();
+    else dialog.showModal();
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (!document.querySelector(".review-page")) return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (isTyping(event.target)) {
+      if (event.key === "Escape") event.target.blur();
+      return;
+    }
+    var reason = document.querySelector(".decision-form textarea[name=reason]");
+    var override = document.querySelector(".decision-form textarea[name=override_reason]");
+    var handled = true;
+    switch (event.key) {
+      case "?": toggleHelp(); break;
+      case "a": if (!needsText(override)) click("[data-shortcut=approve]"); break;
+      case "c": if (!needsText(reason)) click("[data-shortcut=request_changes]"); break;
+      case "r": if (!needsText(reason)) click("[data-shortcut=reject]"); break;
+      case "j": handled = click("[data-shortcut=next]"); break;
+      case "k": handled = click("[data-shortcut=previous]"); break;
+      case "e": setVerdict("exact"); break;
+      case "w": setVerdict("wrong"); break;
+      case "m": setVerdict("missing"); break;
+      case "s": click("[data-shortcut=inspect]"); break;
+      default:
+        if (/^[1-9]$/.test(event.key)) chooseRow(event.key);
+        else handled = false;
+    }
+    if (handled) event.preventDefault();
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var button = document.querySelector("[data-shortcut-help]");
+    if (button) button.addEventListener("click", toggleHelp);
+  });
+})();
