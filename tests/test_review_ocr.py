@@ -114,11 +114,12 @@ def test_large_plain_labels_are_read_exactly(labels, size):
 
 
 def test_each_stored_output_is_read_before_anyone_opens_it(
-    client, reviewer, designer, live_sandbox, monkeypatch
+    client, reviewer, designer, live_sandbox, monkeypatch, settings
 ):
     """Storing an output queues the OCR task (here run at once, as a worker would)."""
     from review import tasks
 
+    settings.REVIEW_OCR_ON_STORE = True
     queued = []
     monkeypatch.setattr(tasks.read_output_text, "delay", lambda output_id: queued.append(output_id))
     typo = generated_output(

@@ -74,6 +74,9 @@ def start_worker(
         "RETRY_MAX_SECONDS": "0.2",
         # The key of the scripted gateway routes the tests create.
         "STUDIO_TEST_GATEWAY_KEY": "test-key",
+        # The worker is shared by the session: OCR tasks queued by one test must not read
+        # rows while the next test's teardown empties the tables. OCR tests run it in-line.
+        "REVIEW_OCR_ON_STORE": "0",
         **(env or {}),
     }
     command = [
