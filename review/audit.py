@@ -320,6 +320,10 @@ def spend_of(row: dict) -> Spend:
         spend.mainline_input_tokens = row.get("mainline_input_tokens") or 0
         spend.mainline_output_tokens = row.get("mainline_output_tokens") or 0
     spend.add_cost(owner, basis, row["cost"])
+    if basis == Basis.UNPRICED and row.get("image_tool_cost") is not None:
+        # A conversation turn whose mainline tokens have no price: its image tool's cost
+        # is known and spent (simulated on the sandbox); only the rest is unpriced.
+        spend.add_cost(owner, Basis.TOKENS, row["image_tool_cost"])
     return spend
 
 

@@ -132,7 +132,7 @@ MEASURES = (
     *ASSISTANT,
 )
 # The measures that need no look at the request.
-SPEND = ("attempts", "cost", "exposure", "retries")
+SPEND = ("attempts", "cost", "exposure", "retries", "image_tool_cost")
 
 
 def live_measures(names: Iterable[str] = MEASURES) -> dict:

@@ -914,3 +914,29 @@ def test_a_dated_mainline_snapshot_is_priced_by_the_routes_model_sheet(
     [attempt] = turn.attempts.all()
     assert attempt.mainline_model == "gpt-5.4-2026-03-05"
     assert attempt.mainline_cost is not None and attempt.cost is not None
+
+
+def test_a_sandbox_turn_without_a_mainline_price_counts_its_image_tool(live_sandbox, designer):
+    """Found by a new user: the sandbox's turns were missing from the simulated total."""
+    from review import audit
+
+    turn = run_turn(designer, live_sandbox, 'A poster that says "OPEN DAY"')
+    [attempt] = turn.attempts.all()
+    assert attempt.cost is None and attempt.image_tool_cost > 0  # no sheet for gpt-5.4
+    form_filters, form = audit.read_filters({})
+    figures = audit.dashboard(form_filters, form.routes)
+    assert figures["total"].simulated_cost == attempt.image_tool_cost
+
+
+def test_every_page_names_a_possibly_billed_request_as_such(
+    client, designer, price_sheet, gateway_key, admin_user
+):
+    """Found by a new user: the request list and the attempt ledger said "unpriced"."""
+    with ScriptedProvider(Reply(200, {"created": 1, "data": [{"b64_json": png_b64()}]})) as p:
+        generation = run_until_done(submit(designer, scripted_route(p)))
+    up_to = f"up to {money(generation.estimated_cost)}"
+    client.force_login(designer)
+    assert up_to in client.get(reverse("studio:request-list")).content.decode()
+    client.force_login(admin_user)
+    ledger = client.get(reverse("audit:attempts") + "?start=&end=").content.decode()
+    assert f"possibly billed, {up_to}" in ledger
