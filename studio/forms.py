@@ -632,7 +632,9 @@ class EditForm(ComposerForm):
             return
         size = self._source_dimensions()
         if size is None:
-            if not self.for_preview and not self.errors.get("source"):
+            # A refused upload is the one problem to name: the size follows from the source.
+            refused = any(self.errors.get(field) for field in ("source", "references", "mask"))
+            if not self.for_preview and not refused:
                 self.add_error("size", "Choose a source image, or a size.")
             return
         data["width"], data["height"] = imagerules.edit_output_size(*size)

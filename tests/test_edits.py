@@ -136,14 +136,16 @@ class TestEveryRuleOnTheServer:
         assert stored_files(settings) == []
         assert list(upload_temp_dir.iterdir()) == []
 
-    def test_seventeen_images_are_refused(self, client, designer, sandbox_route, settings):
+    @pytest.mark.parametrize("size", ["1024x1024", "source"])
+    def test_seventeen_images_are_refused(self, client, designer, sandbox_route, settings, size):
         client.force_login(designer)
         small = encoded(source_image(64, 64))
         references = [upload(f"ref-{i}.png", small) for i in range(16)]
-        response = post_edit(client, sandbox_route, good_files(references=references))
-        assert response.context["form"].errors["references"] == [
-            "An edit takes at most 16 input images (17 given)."
-        ]
+        response = post_edit(client, sandbox_route, good_files(references=references), size=size)
+        # One error for one problem: the size follows from the source, never named too.
+        assert response.context["form"].errors == {
+            "references": ["An edit takes at most 16 input images (17 given)."]
+        }
         assert not GenerationRequest.objects.exists()
         assert stored_files(settings) == []
 
