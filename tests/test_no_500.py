@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from review.audit import AuditFilter
 from studio.models import GenerationRequest, Route
 from tests.test_url_permissions import walk_urls
 
@@ -127,23 +128,7 @@ COMPOSER = (
 )
 EDIT = (*COMPOSER, "source_output", "input_sizes")
 EDIT_FILES = ("source", "references", "mask")
-AUDIT = (
-    "start",
-    "end",
-    "route",
-    "submitted_to",
-    "user",
-    "status",
-    "outcome",
-    "reason",
-    "basis",
-    "owner",
-    "model",
-    "quality",
-    "size",
-    "fallback",
-    "page",
-)
+AUDIT = ("start", "end", *AuditFilter.PARAMS, "fallback", "page")
 SANDBOX = ("model", "prompt", "size", "quality", "n", "output_format", "background", "stream")
 
 PARAMETERS = {
