@@ -1018,6 +1018,19 @@ class GenerationRequest(models.Model):
     def fail(self, reason: str, message: str) -> bool:
         return self._finish(Status.FAILED, reason, message)
 
+    @property
+    def was_given_up(self) -> bool:
+        """Ended by the sweep as lost while its call may still have been out."""
+        return self.status == Status.FAILED and self.failure_reason in LOST_CALL_REASONS
+
+    def correct_given_up(self, status: str, reason: str = "", message: str = "") -> bool:
+        """Replace the sweep's lost-call ending with what the call really did (it came back
+        after all); False when the request was not given up."""
+        self.refresh_from_db(fields=["status", "failure_reason"])
+        if not self.was_given_up:
+            return False
+        return self._finish(status, reason, message, from_status=Status.FAILED)
+
     def refuse(self, message: str) -> bool:
         return self._finish(Status.REFUSED, "policy", message)
 
@@ -1835,9 +1848,9 @@ def record_kept_call(
             pass
         elif row.status == Status.RUNNING:
             row._finish(Status.SUCCEEDED)
-        elif row.status == Status.FAILED and row.failure_reason in LOST_CALL_REASONS:
+        elif row.was_given_up:
             given_up = timezone.localtime(row.finished_at).strftime("%H:%M:%S")
-            row._finish(Status.SUCCEEDED, from_status=Status.FAILED)
+            row.correct_given_up(Status.SUCCEEDED)
             note = (
                 f"The sweep gave this request up at {given_up} while its call was still "
                 "running; the call then finished, and its images were kept."

@@ -166,12 +166,6 @@ def finish_paid_call(request: GenerationRequest, attempt: Attempt, result, start
     )
 
 
-def _given_up_by_sweep(request: GenerationRequest) -> bool:
-    """Whether the sweep ended this request as lost while its call was still out."""
-    request.refresh_from_db(fields=["status", "failure_reason"])
-    return request.status == Status.FAILED and request.failure_reason in LOST_CALL_REASONS
-
-
 def _has_mask(request: GenerationRequest) -> bool:
     try:
         return request.has_mask
@@ -195,8 +189,8 @@ def _end_unstored(request, attempt, result, latency_ms: int, error: Exception) -
             "again, so nothing is paid twice; an admin can see the storage error on the "
             "attempt. Run it again once storage works."
         )
-        if not request.fail("storage_failed", message) and _given_up_by_sweep(request):
-            request._finish(Status.FAILED, "storage_failed", message, from_status=Status.FAILED)
+        if not request.fail("storage_failed", message):
+            request.correct_given_up(Status.FAILED, "storage_failed", message)
 
 
 def _lease_keeper(request: GenerationRequest, route: Route):
@@ -308,15 +302,9 @@ def _settle_failure(
             # Cancelled, or given up by the sweep, while the call ran: what the call
             # really did replaces the guess, and the request's cost follows its attempts.
             outcome = "recorded on a request that had already ended"
-            if _given_up_by_sweep(request):
-                message = failure_message(request, attempt, error)
-                request._finish(
-                    Status.FAILED,
-                    error.reason,
-                    f"{message} The answer came after the sweep had given the request up.",
-                    from_status=Status.FAILED,
-                )
-            else:
+            message = failure_message(request, attempt, error)
+            late = f"{message} The answer came after the sweep had given the request up."
+            if not request.correct_given_up(Status.FAILED, error.reason, late):
                 request.recount_cost()
         elif error.is_policy:
             request.refuse(error.message)

@@ -6,12 +6,15 @@ loopback socket; tasks run in-process, deliveries are captured (see `deliveries`
 
 from __future__ import annotations
 
+import base64
+import csv
 import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -604,8 +607,6 @@ def test_the_csv_output_url_opens_the_access_checked_file(
         client.get(reverse("audit:export") + "?start=&end=").streaming_content
     ).decode()
     header, row = lines.splitlines()[:2]
-    import csv
-
     values = dict(zip(next(csv.reader([header])), next(csv.reader([row])), strict=True))
     assert values["billing"] == "billed" and values["usage_shape"] == "image_api"
     url = values["output_url"]
@@ -636,7 +637,7 @@ def test_ledger_check_names_each_violation_and_exits_non_zero(live_sandbox, desi
         lease_expires_at=timezone.now() - timedelta(hours=1)
     )
     Attempt.objects.filter(request=ok).update(cost=Decimal(0))
-    default_storage.save(f"outputs/{ok.id}/stray.png", _png_file())
+    default_storage.save(f"outputs/{ok.id}/stray.png", ContentFile(base64.b64decode(png_b64())))
     OutputImage.objects.filter(request=twice).first().file.delete(save=False)
     out = _Sink()
     with pytest.raises(CommandError) as raised:
@@ -648,16 +649,6 @@ def test_ledger_check_names_each_violation_and_exits_non_zero(live_sandbox, desi
     assert f"$0 on a 200: request {ok.id}" in text
     assert f"cost: request {ok.id}" in text and f"cost: request {twice.id}" in text
     assert "stray.png" in text and "missing file" in text
-
-
-def _png_file():
-    import base64
-
-    from django.core.files.base import ContentFile
-
-    from tests.doubles import image_reply as reply
-
-    return ContentFile(base64.b64decode(reply().body["data"][0]["b64_json"]))
 
 
 def test_the_audit_shows_possibly_billed_spend_and_conversation_money(
@@ -682,8 +673,6 @@ def test_the_audit_shows_possibly_billed_spend_and_conversation_money(
     assert "40 in / 12 out tokens" in conversations
     export = client.get(reverse("audit:export") + "?start=&end=")
     lines = b"".join(export.streaming_content).decode().splitlines()
-    import csv
-
     rows = list(csv.DictReader(lines))
     [turn_row] = [row for row in rows if row["mainline_model"]]
     assert turn_row["image_tool_cost_usd"] == "0.041270"
