@@ -16,27 +16,37 @@ import pytest
 from tests.worker import BASE_DIR
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """Every process under `pid`, with its command line."""
-    table = subprocess.run(
-        ["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True
-    ).stdout
-    rows = [line.split(None, 2) for line in table.splitlines() if line.strip()]
-    found: dict[int, str] = {}
-    parents = {pid}
-    while parents:
-        children = {int(row[0]): row[2] for row in rows if int(row[1]) in parents}
-        found.update(children)
-        parents = set(children)
+def celery_workers(var_dir: Path) -> list[int]:
+    """The Celery worker processes started for this test's VAR_DIR (found by their environment,
+    so neither the process tree's shape nor how `ps` prints a long command line matters)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        words = [arg.decode(errors="replace") for arg in argv if arg]
+        if (
+            f"VAR_DIR={var_dir}".encode() in environ
+            and not words[0].endswith("sh")
+            and any(word.endswith("celery") for word in words)
+            and "worker" in words
+            and pid_alive(int(entry.name))
+        ):
+            found.append(int(entry.name))
     return found
 
 
-def celery_workers(pid: int) -> list[int]:
-    return [
-        child
-        for child, args in descendants(pid).items()
-        if "celery -A config worker" in args and not args.startswith("/bin/sh")
-    ]
+def only_worker(var_dir: Path, honcho: "Honcho", timeout: float = 30) -> int:
+    """Wait until exactly one worker runs; its process ID."""
+    deadline = time.monotonic() + timeout
+    while len(workers := celery_workers(var_dir)) != 1:
+        assert time.monotonic() < deadline, f"workers {workers} in:\n{honcho.log()}"
+        time.sleep(0.2)
+    return workers[0]
 
 
 class Honcho:
@@ -81,14 +91,14 @@ def test_a_worker_that_dies_is_reported_and_started_again(tmp_path):
     honcho = Honcho("worker", env=env)
     try:
         honcho.wait_for(" ready.")
-        [celery] = celery_workers(honcho.process.pid)
+        celery = only_worker(tmp_path, honcho)
 
         os.kill(celery, signal.SIGKILL)  # as the out-of-memory killer would
 
         honcho.wait_for("make run: worker stopped (exit 137)")
         honcho.wait_for(" ready.", count=2)
         assert honcho.process.poll() is None
-        [again] = celery_workers(honcho.process.pid)
+        again = only_worker(tmp_path, honcho)
         assert again != celery
     finally:
         honcho.process.send_signal(signal.SIGTERM)
@@ -99,7 +109,7 @@ def test_a_worker_that_dies_is_reported_and_started_again(tmp_path):
             pytest.fail("honcho did not stop:\n" + honcho.log())
     # Stopping honcho stopped the restart loop and the worker with it.
     deadline = time.monotonic() + 30
-    while celery_workers(honcho.process.pid) or any(pid_alive(pid) for pid in (celery, again)):
+    while celery_workers(tmp_path) or any(pid_alive(pid) for pid in (celery, again)):
         assert time.monotonic() < deadline, "a worker outlived honcho"
         time.sleep(0.2)
 
@@ -109,4 +119,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
