@@ -59,6 +59,7 @@ from studio.models import (
     Route,
     Status,
 )
+from studio.pricing import money
 
 SANDBOX_OWNER = "sandbox"
 DEFAULT_DAYS = 30
@@ -723,12 +724,6 @@ def nice_ceiling(value: float) -> float:
     return 10 * magnitude  # pragma: no cover
 
 
-def money(value: Decimal | float | None, places: int = 2) -> str:
-    if value is None:
-        return "—"
-    return f"${value:,.{places}f}"
-
-
 def day_buckets(
     days: dict[date, Spend], start: date | None, end: date | None
 ) -> list[tuple[date, date, Spend]]:
@@ -789,7 +784,7 @@ def spend_column_chart(
                     width=round(bar, 2),
                     height=round(max(size, 0.5), 2),
                     series=css,
-                    title=f"{when}: {money(value, 4)} {SERIES_NAMES[name]} "
+                    title=f"{when}: {money(value)} {SERIES_NAMES[name]} "
                     f"({spend.attempts} attempts, {spend.unpriced} unpriced)",
                     href=link(first, last),
                 )
@@ -798,12 +793,12 @@ def spend_column_chart(
         if index % every == 0:
             labels.append((round(x + bar / 2, 2), f"{first:%b %d}"))
     ticks = [
-        Tick(y=round(bottom - plot_height * share, 2), label=money(peak * share, 2))
+        Tick(y=round(bottom - plot_height * share, 2), label=money(peak * share))
         for share in (0, 0.25, 0.5, 0.75, 1)
     ]
     total = sum(totals, 0)
-    highest = money(max(totals, default=0), 2)
-    summary = f"{len(buckets)} columns, {money(total, 2)} in all, highest {highest}"
+    highest = money(max(totals, default=0))
+    summary = f"{len(buckets)} columns, {money(total)} in all, highest {highest}"
     return ColumnChart(width, height, top, bottom, left, segments, ticks, labels, summary)
 
 
@@ -825,7 +820,7 @@ def add_spend_bars(rows: list[Row], width: int = BAR_WIDTH) -> None:
             if value <= 0 or peak <= 0:
                 continue
             size = max(value / peak * width, 1.0)
-            row.bars.append(Segment(x, 0, round(size, 2), 12, css, f"{money(value, 4)} {name}"))
+            row.bars.append(Segment(x, 0, round(size, 2), 12, css, f"{money(value)} {name}"))
             x += size
 
 

@@ -305,8 +305,15 @@ class ComposerForm(forms.Form):
             width, height = imagerules.parse_size(size)
         else:
             return
-        for problem in imagerules.size_problems(width, height):
-            self.add_error("size" if size != CUSTOM_SIZE else "width", problem)
+        problems = imagerules.size_problems_by_edge(width, height)
+        for edge, problem in problems:
+            # A custom size's problem goes on the edge that breaks the rule ("size" when the
+            # size as a whole does); a preset's on the size picker.
+            self.add_error((edge or "size") if size == CUSTOM_SIZE else "size", problem)
+        if problems:
+            # No estimate for a size the rules refuse: the preview prices only what is valid.
+            data.pop("width", None), data.pop("height", None)
+            return
         data["width"], data["height"] = width, height
 
     def preview(self) -> Preview:

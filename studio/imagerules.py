@@ -33,26 +33,49 @@ SIZE_PRESETS = (
 
 def size_problems(width: int, height: int) -> list[str]:
     """Return one message per gpt-image-2 size rule the size breaks; empty when acceptable."""
-    problems = []
+    return [message for _edge, message in size_problems_by_edge(width, height)]
+
+
+def size_problems_by_edge(width: int, height: int) -> list[tuple[str | None, str]]:
+    """size_problems() with the edge each problem belongs to: "width" or "height" when one
+    edge breaks the rule (the one not a multiple, the longest, the long edge of a too-wide
+    ratio), None when the size as a whole does (both edges, or the pixel count)."""
     if width <= 0 or height <= 0:
-        return ["Width and height must be positive whole numbers of pixels."]
-    if width % EDGE_MULTIPLE or height % EDGE_MULTIPLE:
+        edge = None if width <= 0 and height <= 0 else ("width" if width <= 0 else "height")
+        return [(edge, "Width and height must be positive whole numbers of pixels.")]
+    problems: list[tuple[str | None, str]] = []
+    off_grid = [name for name, px in (("width", width), ("height", height)) if px % EDGE_MULTIPLE]
+    if off_grid:
         problems.append(
-            f"Both edges must be multiples of {EDGE_MULTIPLE} pixels ({width}x{height} is not)."
+            (
+                off_grid[0] if len(off_grid) == 1 else None,
+                f"Both edges must be multiples of {EDGE_MULTIPLE} pixels "
+                f"({width}x{height} is not).",
+            )
         )
     long_edge, short_edge = max(width, height), min(width, height)
+    long_name = "width" if width >= height else "height"
     if long_edge > MAX_EDGE:
-        problems.append(f"The longest edge must be at most {MAX_EDGE} pixels (it is {long_edge}).")
+        problems.append(
+            (long_name, f"The longest edge must be at most {MAX_EDGE} pixels (it is {long_edge}).")
+        )
     if long_edge > MAX_ASPECT_RATIO * short_edge:
         problems.append(
-            f"The long edge may be at most {MAX_ASPECT_RATIO} times the short edge "
-            f"({long_edge}/{short_edge} = {long_edge / short_edge:.2f})."
+            (
+                long_name,
+                f"The long edge may be at most {MAX_ASPECT_RATIO} times the short edge "
+                f"({long_edge}/{short_edge} = {long_edge / short_edge:.2f}).",
+            )
         )
     pixels = width * height
     if pixels < MIN_PIXELS:
-        problems.append(f"The image must have at least {MIN_PIXELS:,} pixels (it has {pixels:,}).")
+        problems.append(
+            (None, f"The image must have at least {MIN_PIXELS:,} pixels (it has {pixels:,}).")
+        )
     if pixels > MAX_PIXELS:
-        problems.append(f"The image may have at most {MAX_PIXELS:,} pixels (it has {pixels:,}).")
+        problems.append(
+            (None, f"The image may have at most {MAX_PIXELS:,} pixels (it has {pixels:,}).")
+        )
     return problems
 
 

@@ -190,7 +190,7 @@ class Route(models.Model):
         if self.pricing_mode == self.PricingMode.PER_CALL:
             if self.price_per_call is None:
                 return f"{self.owner} flat price per call (unpriced: no price set)"
-            return f"${self.price_per_call} per image, {self.owner}'s flat price"
+            return f"{money(self.price_per_call)} per image, {self.owner}'s flat price"
         if self.is_sandbox:
             return "simulated at OpenAI's token prices, not billed"
         return "per token, OpenAI price sheet"
@@ -533,14 +533,14 @@ class BudgetExceeded(Exception):
         whose = "Your" if budget.scope == Budget.Scope.USER else "The studio's"
         if estimate is None:
             message = (
-                f"{whose} monthly budget is ${budget.monthly_limit:.2f} and this route has no "
+                f"{whose} monthly budget is {money(budget.monthly_limit)} and this route has no "
                 "known price, so the request cannot be checked against it. Choose a priced route."
             )
         else:
             message = (
-                f"{whose} monthly budget would be exceeded: spent ${spent:.4f} of "
-                f"${budget.monthly_limit:.2f} this month, and this request is estimated at "
-                f"${estimate:.4f}. Lower the quality, size or number of images, or ask an admin."
+                f"{whose} monthly budget would be exceeded: spent {money(spent)} of "
+                f"{money(budget.monthly_limit)} this month, and this request is estimated at "
+                f"{money(estimate)}. Lower the quality, size or number of images, or ask an admin."
             )
         super().__init__(message)
 
@@ -589,7 +589,7 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         who = self.user.get_username() if self.user_id else "studio"
-        return f"{who}: ${self.monthly_limit}/month"
+        return f"{who}: {money(self.monthly_limit)}/month"
 
     def spent_this_month(self, now=None) -> Decimal:
         now = now or timezone.now()
@@ -1603,6 +1603,15 @@ class StoredImage:
         with self.file.open("rb") as handle:
             return handle.read()
 
+    @property
+    def extension(self) -> str:
+        return "jpg" if self.format == "jpeg" else self.format
+
+    def download_stem(self, request: GenerationRequest) -> str:
+        """`<frame>-<request id>`: the frame's key, or the operation for a free prompt."""
+        version = request.frame_version
+        return f"{version.frame.key if version else request.operation}-{request.id}"
+
 
 class OutputImage(StoredImage, models.Model):
     """A stored image: decoded, checked with Pillow, hashed, saved through the storage API."""
@@ -1648,6 +1657,12 @@ class OutputImage(StoredImage, models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("studio:output-file", args=[self.id])
+
+    @property
+    def download_name(self) -> str:
+        """`<frame>-<request id>-<n>.<ext>`, n counting from 1; previews say so."""
+        preview = "preview-" if self.kind == self.Kind.PARTIAL else ""
+        return f"{self.download_stem(self.request)}-{preview}{self.index + 1}.{self.extension}"
 
     @property
     def drift_percent(self) -> float | None:
@@ -1965,6 +1980,14 @@ class InputImage(StoredImage, models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("studio:input-file", args=[self.id])
+
+    @property
+    def download_name(self) -> str:
+        """`<frame>-<request id>-<role>-<n>.<ext>`: n is the place it was sent in, from 1,
+        the role keeps an input's name apart from the outputs'."""
+        return (
+            f"{self.download_stem(self.request)}-{self.role}-{self.position + 1}.{self.extension}"
+        )
 
     @classmethod
     def store(

@@ -41,4 +41,6 @@ urlpatterns = [
     path("outputs/<uuid:output_id>/file", views.output_file, name="output-file"),
     path("outputs/<uuid:output_id>/drift.png", views.output_drift, name="output-drift"),
     path("inputs/<uuid:input_id>/file", views.input_file, name="input-file"),
+    path("outputs/<uuid:output_id>/download", views.output_download, name="output-download"),
+    path("inputs/<uuid:input_id>/download", views.input_download, name="input-download"),
 ]

@@ -371,6 +371,49 @@ def input_file(request, input_id):
 
 @login_required
 @require_safe
+def input_download(request, input_id):
+    """The input as a file to save, named after its frame and request (as input_file checks)."""
+    visible = GenerationRequest.objects.visible_to(request.user)
+    item = get_object_or_404(
+        InputImage.objects.filter(request__in=visible).select_related(
+            "request__frame_version__frame"
+        ),
+        pk=input_id,
+    )
+    return _download(item)
+
+
+@login_required
+@require_safe
+def output_download(request, output_id):
+    """The output as a file to save, named after its frame and request (as output_file checks)."""
+    visible = GenerationRequest.objects.visible_to(request.user)
+    output = get_object_or_404(
+        OutputImage.objects.filter(request__in=visible).select_related(
+            "request__frame_version__frame"
+        ),
+        pk=output_id,
+    )
+    return _download(output)
+
+
+def _download(item: InputImage | OutputImage) -> FileResponse:
+    if getattr(item, "deleted_at", None) is not None:
+        raise Http404("Retention deleted this file.")
+    try:
+        handle = item.file.open("rb")
+    except (FileNotFoundError, OSError):
+        raise Http404("The stored file is gone.") from None
+    response = FileResponse(
+        handle, content_type=item.content_type, as_attachment=True, filename=item.download_name
+    )
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_safe
 def output_drift(request, output_id):
     """The drift heatmap of a masked edit's output, measured again from the stored files."""
     output = _get_output_for_user(request.user, output_id)

@@ -244,9 +244,9 @@ class TestTotals:
 
     def test_the_page_shows_both_figures_and_the_unpriced_count(self, client, admin_user, ledger):
         html = get_dashboard(client, admin_user).content.decode()
-        assert "$0.12" in html  # real spend, rounded
+        assert "$0.1191" in html  # real spend, by the one money rule
         assert "$0.0591" in html and "$0.0600" in html  # per token and per call, apart
-        assert "Simulated" in html and "$0.01" in html
+        assert "Simulated" in html and "$0.0060" in html
         unpriced = html.split('data-testid="unpriced"')[1].split("</div>")[0]
         assert ">2</a>" in unpriced
 

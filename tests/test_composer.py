@@ -10,6 +10,7 @@ import pytest
 from django.urls import reverse
 
 from studio.models import Budget, GenerationRequest, Status
+from studio.pricing import money
 
 pytestmark = pytest.mark.django_db
 
@@ -185,6 +186,30 @@ class TestLivePreview:
         problems = shown(response, "problems")
         assert "Audience is required" in problems
         assert "multiples of 16" in problems
+        assert 'data-testid="estimate"' not in response.content.decode()
+
+    @pytest.mark.parametrize(
+        ("width", "height", "field"),
+        [
+            ("4096", "1024", "width"),  # longest edge and ratio: the width breaks them
+            ("1024", "4096", "height"),
+            ("1024", "1000", "height"),  # not a multiple of 16
+            ("512", "512", "size"),  # too few pixels: the size as a whole
+        ],
+    )
+    def test_a_refused_size_has_no_estimate_and_its_error_on_the_edge_at_fault(
+        self, client, designer, sandbox_route, width, height, field
+    ):
+        client.force_login(designer)
+        response = preview(
+            client, sandbox_route, prompt="x", size="custom", width=width, height=height
+        )
+        form = response.context["form"]
+        assert set(form.errors) == {field}
+        label = form[field].label
+        assert all(p.startswith(f"{label}: ") for p in shown(response, "problems").splitlines())
+        assert 'data-testid="estimate"' not in response.content.decode()
+        assert b"Choose a valid size" in response.content
 
     def test_only_designers_may_preview(self, client, reviewer, sandbox_route):
         client.force_login(reviewer)
@@ -213,11 +238,9 @@ class TestLivePreview:
         expected = sandbox_route.estimate(
             prompt=prompt, width=width, height=height, quality=quality, n=n, partial_images=partials
         )
-        assert shown(response, "total").startswith(
-            f"${expected.cost.quantize(Decimal('0.0001'))} for {n} image"
-        )
+        assert shown(response, "total").startswith(f"{money(expected.cost)} for {n} image")
         per_image = shown(response, "per-image")
-        assert per_image.startswith(f"${expected.cost_per_image.quantize(Decimal('0.001'))} ·")
+        assert per_image.startswith(f"{money(expected.cost_per_image)} ·")
         assert f"{expected.tokens_per_image:,} output tokens" in per_image
         assert ("upper bound" in per_image) == (quality == "auto")
 
@@ -239,12 +262,16 @@ class TestLivePreview:
         response = preview(
             client, sandbox_route, frame=hero.pk, size=size, quality=quality, **HERO_SLOTS
         )
-        assert shown(response, "per-image").startswith(figure + " ·")
+        # The seeds' calculator rounds to a tenth of a cent; the page shows the money rule's
+        # four decimals, which round to the seed figure.
+        per_image = shown(response, "per-image")
+        assert re.match(r"\$0\.\d{4} ·", per_image), per_image
+        assert f"${Decimal(per_image[1:7]).quantize(Decimal('0.001'))}" == figure
 
     def test_a_per_call_route_shows_its_own_price_only(self, client, designer, provider_route):
         client.force_login(designer)
         response = preview(client, provider_route, prompt="x", n="2", quality="high")
-        assert shown(response, "per-image") == "$0.030 (laozhang.ai flat price per image)"
+        assert shown(response, "per-image") == "$0.0300 (laozhang.ai flat price per image)"
         assert shown(response, "total").startswith("$0.0600 for 2 images")
         assert b"output tokens" not in response.content
 
@@ -306,7 +333,7 @@ class TestBudgets:
         Budget.objects.create(user=designer, monthly_limit=Decimal("1.00"))
         client.force_login(designer)
         response = preview(client, provider_route, prompt="x")
-        assert b"$0.97 left of $1.00 this month" in response.content
+        assert b"$0.9700 left of $1.00 this month" in response.content
 
 
 class TestRunAgainAndStartFrom:

@@ -164,6 +164,8 @@ PARAMETERS = {
     "studio:output-file": Parameters(),
     "studio:output-drift": Parameters(),
     "studio:input-file": Parameters(),
+    "studio:output-download": Parameters(),
+    "studio:input-download": Parameters(),
     "review:queue": Parameters(get=("frame", "route", "designer", "flagged", "age", "page")),
     "review:output": Parameters(),
     "review:inspection": Parameters(

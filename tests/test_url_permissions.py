@@ -107,6 +107,8 @@ EXPECTED = {
     "studio:output-file": ("GET", OWN_OBJECT),
     "studio:output-drift": ("GET", OWN_OBJECT),
     "studio:input-file": ("GET", OWN_OBJECT),
+    "studio:output-download": ("GET", OWN_OBJECT),
+    "studio:input-download": ("GET", OWN_OBJECT),
     "review:queue": ("GET", REVIEWER_PAGE),
     "review:output": ("GET", REVIEWER_PAGE),
     "review:inspection": ("GET", REVIEWER_PAGE),

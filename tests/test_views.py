@@ -94,7 +94,7 @@ class TestRequestNew:
         [
             ({"size": "custom", "width": "1000", "height": "1024"}, "width", "multiples of 16"),
             ({"size": "custom", "width": "3840", "height": "800"}, "width", "3 times"),
-            ({"size": "custom", "width": "512", "height": "512"}, "width", "at least 655,360"),
+            ({"size": "custom", "width": "512", "height": "512"}, "size", "at least 655,360"),
             ({"output_compression": "80"}, "output_compression", "only to JPEG and WebP"),
             ({"background": "transparent"}, "background", "does not support a transparent"),
             ({"prompt": ""}, "prompt", "Write a prompt, or choose a frame"),

@@ -31,12 +31,12 @@ def test_designer_composes_from_a_frame_and_sees_the_estimate_move(
     preview.filter(has_text='Render the headline "LUMA" exactly as written.').wait_for()
     assert "Show a matte black desk lamp." in preview.inner_text()
     per_image = page.locator('[data-testid="per-image"]')
-    per_image.filter(has_text="$0.041").wait_for()
+    per_image.filter(has_text="$0.0412").wait_for()
 
     page.select_option("#id_quality", "high")
-    per_image.filter(has_text="$0.165").wait_for()
+    per_image.filter(has_text="$0.1646").wait_for()
     page.select_option("#id_size", "1024x1024")
-    per_image.filter(has_text="$0.211").wait_for()
+    per_image.filter(has_text="$0.2107").wait_for()
     count = page.inner_text('[data-testid="char-count"]')
     assert count == f"{len(preview.inner_text())} / 32,000 characters"
     # Compression is only for JPEG and WebP; the custom size fields only for a custom size.
