@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -21,8 +22,10 @@ from studio.models import (
     OutputImage,
     PromptFrame,
     RenderedPrompt,
+    ReviewStatus,
     Route,
     SlotErrors,
+    Status,
     suggested_edit_prompt,
 )
 from studio.uploads import (
@@ -751,11 +754,38 @@ class TurnForm(forms.Form):
             message, imagerules.label_lines(self["extra_labels"].value() or "")
         )
 
+    def estimate(self, route: Route | None, settings: dict) -> pricing.Estimate | None:
+        """What the turn's image call is estimated at, as add_turn will record it (the
+        route's one estimate rule); None without a route or a size."""
+        if route is None or not settings.get("width") or not settings.get("quality"):
+            return None
+        return route.estimate(
+            prompt=str(self["message"].value() or ""),
+            width=settings["width"],
+            height=settings["height"],
+            quality=settings["quality"],
+            partial_images=settings.get("partial_images") or 0,
+        )
+
+
+def title_from_message(message: str, limit: int = 60) -> str:
+    """A conversation's title when none is given: the first line of its first message,
+    cut at a word within `limit` characters."""
+    line = next((part.strip() for part in message.splitlines() if part.strip()), "")
+    if len(line) <= limit:
+        return line or "Untitled conversation"
+    cut = line[: limit - 1].rsplit(" ", 1)[0] or line[: limit - 1]
+    return cut.rstrip(" ,.;:-") + "…"
+
 
 class ConversationForm(TurnForm):
     """A new conversation: its title, route, the image tool's settings, the first message."""
 
-    title = forms.CharField(max_length=200)
+    title = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Left empty, the start of your first message names the conversation.",
+    )
     route = RouteChoiceField(queryset=Route.objects.none(), empty_label=None)
     size = forms.ChoiceField(choices=imagerules.SIZE_PRESETS, initial="1024x1024")
     quality = forms.ChoiceField(
@@ -784,7 +814,31 @@ class ConversationForm(TurnForm):
         route = data.get("route")
         if data.get("partial_images") and route and not route.supports_streaming:
             self.add_error("partial_images", f"Route {route.name} does not stream previews.")
+        if not data.get("title") and data.get("message"):
+            data["title"] = title_from_message(data["message"])
         return data
+
+    def turn_settings(self) -> dict:
+        """The image settings as chosen so far (for the estimate before sending)."""
+        chosen = {}
+        for name in ("size", "quality", "partial_images"):
+            try:
+                chosen[name] = self.fields[name].clean(self[name].value())
+            except ValidationError:
+                return {}
+        width, height = imagerules.parse_size(chosen["size"])
+        return {
+            "width": width,
+            "height": height,
+            "quality": chosen["quality"],
+            "partial_images": chosen["partial_images"] or 0,
+        }
+
+    def chosen_route(self) -> Route | None:
+        try:
+            return self.fields["route"].clean(self["route"].value())
+        except ValidationError:
+            return None
 
     def start(self, owner) -> tuple[Conversation, GenerationRequest]:
         data = self.cleaned_data
@@ -803,3 +857,72 @@ class ConversationForm(TurnForm):
                 },
             )
             return conversation, conversation.add_turn(owner, data["message"], data["extra_labels"])
+
+
+class GalleryFilter(forms.Form):
+    """The filters of "My requests": search text (prompt or request ID), status, frame,
+    review status, route and creation dates. Every field may be empty; a bad value is a
+    form error shown by its field, never a 500."""
+
+    VIEWS = ("grid", "table")
+
+    q = forms.CharField(label="Search", required=False, max_length=200)
+    status = forms.ChoiceField(required=False)
+    frame = forms.ChoiceField(required=False)
+    review = forms.ChoiceField(label="Review", required=False)
+    route = forms.ModelChoiceField(
+        queryset=Route.objects.order_by("name"), required=False, empty_label="Any route"
+    )
+    start = FilterDateField(label="From", required=False)
+    end = FilterDateField(label="To", required=False)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", "Any status"), *Status.choices]
+        self.fields["review"].choices = [("", "Any review"), *ReviewStatus.choices]
+        frames = PromptFrame.objects.order_by("position", "name").values_list("key", "name")
+        self.fields["frame"].choices = [("", "Any frame"), ("none", "No frame"), *frames]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end and start > end:
+            self.add_error("end", "The end date is before the start date.")
+        return data
+
+    def apply(self, requests):
+        """The requests that pass the valid filters (an invalid one filters nothing)."""
+        self.is_valid()  # cleaned_data then holds the fields that are valid
+        data = self.cleaned_data
+        if text := data.get("q"):
+            requests = requests.matching(text)
+        if status := data.get("status"):
+            requests = requests.filter(status=status)
+        if frame := data.get("frame"):
+            requests = (
+                requests.filter(frame_version__isnull=True)
+                if frame == "none"
+                else requests.filter(frame_version__frame__key=frame)
+            )
+        if review := data.get("review"):
+            requests = requests.with_review_status(review)
+        if route := data.get("route"):
+            requests = requests.filter(route=route)
+        zone = timezone.get_current_timezone()
+        if start := data.get("start"):
+            requests = requests.filter(
+                created_at__gte=timezone.make_aware(datetime.combine(start, time.min), zone)
+            )
+        if end := data.get("end"):
+            requests = requests.filter(
+                created_at__lt=timezone.make_aware(
+                    datetime.combine(end + timedelta(days=1), time.min), zone
+                )
+            )
+        return requests
+
+    def query(self, **changes) -> str:
+        """The filters as a query string, with some values changed (None drops one)."""
+        values = {name: self.data.get(name, "") for name in [*self.fields, "view"]}
+        values.update(changes)
+        return urlencode({k: v for k, v in values.items() if v not in (None, "")})

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import models, transaction
-from django.db.models import Q, Sum, Value
+from django.db.models import Exists, OuterRef, Q, Sum, Value
 from django.db.models.functions import Coalesce, Concat
 from django.urls import reverse
 from django.utils import timezone
@@ -666,6 +666,83 @@ class GenerationRequestQuerySet(models.QuerySet):
 
     def newest_first(self) -> GenerationRequestQuerySet:
         return self.order_by("-created_at")
+
+    def matching(self, text: str) -> GenerationRequestQuerySet:
+        """Requests whose prompt contains the text (any case), or whose ID is or starts with
+        it. The prompt search is served by a trigram index on PostgreSQL (migration 0011);
+        an ID prefix becomes a range of the primary key."""
+        text = text.strip()
+        by_id = Q(pk__in=[])
+        digits = text.replace("-", "").lower()
+        if 4 <= len(digits) <= 32 and all(c in "0123456789abcdef" for c in digits):
+            low, high = digits.ljust(32, "0"), digits.ljust(32, "f")
+            by_id = Q(pk__gte=uuid.UUID(low), pk__lte=uuid.UUID(high))
+        return self.filter(Q(prompt__icontains=text) | by_id) if text else self
+
+    def with_review_status(self, status: str) -> GenerationRequestQuerySet:
+        """Requests with at least one final output in this review status."""
+        return self.filter(
+            Exists(
+                OutputImage.objects.filter(
+                    request=OuterRef("pk"), kind=OutputImage.Kind.FINAL, review_status=status
+                )
+            )
+        )
+
+    def keyset_page(
+        self,
+        size: int,
+        older_than: GalleryCursor | None = None,
+        newer_than: GalleryCursor | None = None,
+    ) -> tuple[list[GenerationRequest], bool]:
+        """One page, newest first, after a cursor instead of an OFFSET (and no COUNT): the
+        index on (created_by, created_at) answers it at any depth. Returns the page and
+        whether more lie beyond it in the direction read."""
+        if newer_than is not None:
+            rows = list(
+                self.filter(created_at__gte=newer_than.created_at)
+                .exclude(created_at=newer_than.created_at, pk__lte=newer_than.id)
+                .order_by("created_at", "id")[: size + 1]
+            )
+            return rows[:size][::-1], len(rows) > size
+        query = self
+        if older_than is not None:
+            query = query.filter(created_at__lte=older_than.created_at).exclude(
+                created_at=older_than.created_at, pk__gte=older_than.id
+            )
+        rows = list(query.order_by("-created_at", "-id")[: size + 1])
+        return rows[:size], len(rows) > size
+
+
+@dataclass(frozen=True)
+class GalleryCursor:
+    """Where a page of requests starts or ends: a creation time and an ID (the tie-break)."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+    @classmethod
+    def of(cls, generation: GenerationRequest) -> GalleryCursor:
+        return cls(generation.created_at, generation.id)
+
+    def __str__(self) -> str:
+        stamp = self.created_at.astimezone(UTC)
+        micros = (stamp - EPOCH) // timedelta(microseconds=1)
+        return f"{micros}.{self.id.hex}"
+
+    @classmethod
+    def parse(cls, raw: str | None) -> GalleryCursor | None:
+        """The cursor a link carries; None when it is missing or not one of ours."""
+        micros, _, hex_id = (raw or "").partition(".")
+        if not (micros.isascii() and micros.isdigit() and len(micros) <= 17):
+            return None
+        try:
+            return cls(EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=hex_id))
+        except (ValueError, OverflowError):
+            return None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class GenerationRequest(models.Model):

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.db import connection
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,6 +20,7 @@ from studio.forms import (
     ComposerForm,
     ConversationForm,
     EditForm,
+    GalleryFilter,
     TurnForm,
     initial_for_edit,
     initial_for_frame,
@@ -30,6 +30,7 @@ from studio.models import (
     Budget,
     BudgetExceeded,
     Conversation,
+    GalleryCursor,
     GenerationRequest,
     InputImage,
     OutputImage,
@@ -315,13 +316,52 @@ def request_run_again(request, request_id):
 @role_required(*DESIGNER_ROLES)
 @require_safe
 def request_list(request):
-    requests = (
-        GenerationRequest.objects.filter(created_by=request.user)
-        .select_related("route")
-        .newest_first()
+    """My requests: thumbnails (or a table), searched and filtered, newest first, a page at
+    a time by cursor (`older`/`newer`), never by OFFSET or a COUNT of everything."""
+    filters = GalleryFilter(request.GET)
+    view = request.GET.get("view") if request.GET.get("view") in GalleryFilter.VIEWS else "grid"
+    requests = filters.apply(
+        GenerationRequest.objects.filter(created_by=request.user).select_related(
+            "route", "frame_version"
+        )
     )
-    page = Paginator(requests, settings.REQUESTS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "studio/request_list.html", {"page": page})
+    older, newer = GalleryCursor.parse(request.GET.get("older")), None
+    if older is None:
+        newer = GalleryCursor.parse(request.GET.get("newer"))
+    page, more = requests.keyset_page(settings.REQUESTS_PER_PAGE, older, newer)
+    if newer is not None and not more:
+        # Back at the newest: read the first page whole, not the few rows left above.
+        newer = None
+        page, more = requests.keyset_page(settings.REQUESTS_PER_PAGE)
+    thumbnails = {}
+    for output in OutputImage.objects.filter(
+        request__in=[generation.pk for generation in page],
+        kind=OutputImage.Kind.FINAL,
+        deleted_at__isnull=True,
+    ).order_by("request", "index"):
+        thumbnails.setdefault(output.request_id, output)
+    for generation in page:
+        generation.thumbnail = thumbnails.get(generation.pk)
+    has_older = more if newer is None else True
+    has_newer = (older is not None) or (newer is not None and more)
+    context = {
+        "filters": filters,
+        "view": view,
+        "page": page,
+        "older_link": "?" + filters.query(view=view, older=GalleryCursor.of(page[-1]))
+        if page and has_older
+        else None,
+        "newer_link": "?" + filters.query(view=view, newer=GalleryCursor.of(page[0]))
+        if page and has_newer
+        else None,
+        "grid_link": "?" + filters.query(view="grid"),
+        "table_link": "?" + filters.query(view="table"),
+        "filtered": any(filters.data.get(name) for name in filters.fields),
+    }
+    template = "studio/request_list.html"
+    if request.htmx:
+        template += "#results"
+    return render(request, template, context)
 
 
 @login_required
@@ -518,7 +558,8 @@ def conversation_new(request):
             status = 429  # as on the composer and the edit page
         else:
             return redirect(conversation)
-    return render(request, "studio/conversation_new.html", {"form": form}, status=status)
+    context = {"form": form, "turn_preview": _turn_preview(form, None)}
+    return render(request, "studio/conversation_new.html", context, status=status)
 
 
 def _conversation_context(request, conversation: Conversation, form=None) -> dict:
@@ -534,6 +575,7 @@ def _conversation_context(request, conversation: Conversation, form=None) -> dic
         "waiting": waiting,
         "is_owner": conversation.owner_id == request.user.pk,
         "form": form or TurnForm(),
+        "turn_preview": _turn_preview(form or TurnForm(), conversation),
     }
 
 
@@ -554,9 +596,29 @@ def conversation_detail(request, conversation_id):
 @role_required(*DESIGNER_ROLES)
 @require_POST
 def turn_labels(request):
-    """The labels a conversation message will make its turn expect, as the designer types."""
-    form = TurnForm(request.POST)
-    return render(request, "studio/_labels.html", {"labels": form.expected_labels()})
+    """The labels a conversation message will make its turn expect, and what its image call
+    is estimated at, as the designer types: for a new conversation from the settings on the
+    form, for a running one (`conversation`) from its own."""
+    conversation = None
+    if raw := request.POST.get("conversation"):
+        try:
+            conversation = _get_conversation_for_user(request.user, raw)
+        except ValidationError:
+            raise Http404("No such conversation.") from None
+    form = TurnForm(request.POST) if conversation else ConversationForm(request.POST)
+    return render(request, "studio/_turn_preview.html", _turn_preview(form, conversation))
+
+
+def _turn_preview(form, conversation: Conversation | None) -> dict:
+    if conversation is not None:
+        route, settings = conversation.route, conversation.settings
+    else:
+        route, settings = form.chosen_route(), form.turn_settings()
+    return {
+        "labels": form.expected_labels(),
+        "estimate": form.estimate(route, settings),
+        "route": route,
+    }
 
 
 @role_required(*DESIGNER_ROLES)

@@ -133,7 +133,9 @@ SANDBOX = ("model", "prompt", "size", "quality", "n", "output_format", "backgrou
 
 PARAMETERS = {
     "studio:home": Parameters(),
-    "studio:request-list": Parameters(get=("page",)),
+    "studio:request-list": Parameters(
+        get=("q", "status", "frame", "review", "route", "start", "end", "view", "older", "newer")
+    ),
     "studio:request-new": Parameters(get=("frame", "from"), post=COMPOSER),
     "studio:composer-preview": Parameters(post=COMPOSER),
     "studio:edit-new": Parameters(
@@ -145,7 +147,17 @@ PARAMETERS = {
     "studio:request-cancel": Parameters(),
     "studio:suggested-edit": Parameters(),
     "studio:suggested-region": Parameters(),
-    "studio:turn-labels": Parameters(post=("message", "extra_labels")),
+    "studio:turn-labels": Parameters(
+        post=(
+            "message",
+            "extra_labels",
+            "conversation",
+            "route",
+            "size",
+            "quality",
+            "partial_images",
+        )
+    ),
     "studio:conversation-list": Parameters(),
     "studio:conversation-new": Parameters(
         post=(

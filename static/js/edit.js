@@ -21,6 +21,7 @@
     var preview = document.getElementById("source-preview");
     var painterStatus = document.getElementById("painter-status");
     var undoButton = painterBox.querySelector("[data-action=undo]");
+    var redoButton = painterBox.querySelector("[data-action=redo]");
     var brush = document.getElementById("brush-size");
     var brushShown = document.getElementById("brush-size-shown");
 
@@ -70,6 +71,7 @@
       submit.disabled = Boolean(reason) || state.submitting;
       submitStatus.textContent = reason;
       undoButton.disabled = !painter.canUndo();
+      if (redoButton) redoButton.disabled = !painter.canRedo();
       var coverage = painter.coverage();
       var percent = Math.round(coverage * 1000) / 10;
       if (!state.source) {
@@ -255,6 +257,7 @@
     painterBox.querySelector("[data-action=undo]").addEventListener("click", function () {
       painter.undo();
     });
+    if (redoButton) redoButton.addEventListener("click", function () { painter.redo(); });
     painterBox.querySelector("[data-action=clear]").addEventListener("click", function () {
       painter.clear();
     });
@@ -267,6 +270,36 @@
       brushShown.textContent = brush.value;
     });
     brush.addEventListener("change", function (event) { event.stopPropagation(); });
+
+    // The painter's keys: Ctrl/Cmd+Z undo, Ctrl/Cmd+Shift+Z (or Ctrl+Y) redo, [ and ] the
+    // brush size. Keys typed into a text field stay that field's own.
+    function typing(target) {
+      var tag = target && target.tagName ? target.tagName.toLowerCase() : "";
+      if (tag === "textarea" || tag === "select") return true;
+      return tag === "input" && !/^(range|radio|checkbox|button|submit|file)$/.test(target.type);
+    }
+    function resizeBrush(direction) {
+      var step = Math.max(2, Math.round(Number(brush.value) * 0.15));
+      var size = Number(brush.value) + direction * step;
+      brush.value = String(Math.min(Number(brush.max), Math.max(Number(brush.min), size)));
+      painter.size = Number(brush.value);
+      brushShown.textContent = brush.value;
+    }
+    document.addEventListener("keydown", function (event) {
+      if (painterBox.hidden || typing(event.target)) return;
+      var key = event.key.toLowerCase();
+      var command = event.ctrlKey || event.metaKey;
+      if (command && key === "z") {
+        if (event.shiftKey) painter.redo(); else painter.undo();
+      } else if (command && key === "y") {
+        painter.redo();
+      } else if (!command && !event.altKey && (event.key === "[" || event.key === "]")) {
+        resizeBrush(event.key === "]" ? 1 : -1);
+      } else {
+        return;
+      }
+      event.preventDefault();
+    });
 
     form.addEventListener("submit", function (event) {
       if (ready() || state.submitting) {

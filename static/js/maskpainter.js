@@ -16,6 +16,7 @@
     this.context = canvas.getContext("2d", { willReadFrequently: true });
     this.onChange = onChange || function () {};
     this.operations = [];
+    this.undone = []; // operations taken back by undo, newest last, for redo
     this.tool = "paint";
     this.size = 60;
     this.current = null;
@@ -34,6 +35,7 @@
     this.canvas.width = width;
     this.canvas.height = height;
     this.operations = [];
+    this.undone = [];
     this._redraw();
   };
 
@@ -54,6 +56,7 @@
       canvas.setPointerCapture(event.pointerId);
       painter.current = { type: "stroke", tool: painter.tool, size: painter.size, points: [] };
       painter.operations.push(painter.current);
+      painter.undone = [];
       painter._extend(painter._point(event));
     });
     canvas.addEventListener("pointermove", function (event) {
@@ -137,16 +140,24 @@
 
   MaskPainter.prototype._push = function (operation) {
     this.operations.push(operation);
+    this.undone = [];
     this._apply(operation);
     this.onChange();
   };
 
   MaskPainter.prototype.undo = function () {
     if (!this.operations.length) return;
-    this.operations.pop();
+    this.undone.push(this.operations.pop());
     this._redraw();
     this.onChange();
   };
+  MaskPainter.prototype.redo = function () {
+    if (!this.undone.length) return;
+    this.operations.push(this.undone.pop());
+    this._redraw();
+    this.onChange();
+  };
+  MaskPainter.prototype.canRedo = function () { return this.undone.length > 0; };
   MaskPainter.prototype.clear = function () { this._push({ type: "clear" }); };
   MaskPainter.prototype.invert = function () { this._push({ type: "invert" }); };
   MaskPainter.prototype.canUndo = function () { return this.operations.length > 0; };
@@ -167,6 +178,7 @@
     }
     context.putImageData(pixels, 0, 0);
     this.operations = [{ type: "layer", layer: layer }];
+    this.undone = [];
     this._redraw();
   };
 
