@@ -381,7 +381,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"one_line_403": {"()": "studio.logfilters.OneLineForbidden"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        # Django's own handlers would print its records a second time beside the root's.
+        "django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO"), "propagate": True},
+        "django.request": {"filters": ["one_line_403"]},
+    },
 }

@@ -31,6 +31,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("healthz", studio_views.healthz, name="healthz"),
+    path("favicon.ico", studio_views.favicon, name="favicon"),
 ]
 # In production the sandbox runs as its own process (config/sandbox_urls.py); the web
 # process serves it only when asked to (SANDBOX_IN_WEB, on in development).

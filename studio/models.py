@@ -642,6 +642,22 @@ class Budget(models.Model):
 # Why a request ended after a worker was lost mid-call; a call that finishes later corrects it.
 LOST_CALL_REASONS = ("unknown_outcome", "storage_failed")
 
+# A request's failure_reason in words: an attempt's retry reason, or one of the studio's own.
+STUDIO_FAILURE_LABELS = {
+    "route_unavailable": "Route unavailable",
+    "storage_failed": "Storing the image failed",
+    "unknown_outcome": "Outcome unknown (the worker was lost mid-call)",
+    "cancelled": "Cancelled",
+}
+
+
+def reason_label(reason: str | None) -> str:
+    """The words for a retry or failure reason ("provider_5xx" -> "Provider error (5xx)")."""
+    if not reason:
+        return ""
+    labels = {**dict(Attempt.RetryReason.choices), **STUDIO_FAILURE_LABELS}
+    return labels.get(reason, reason.replace("_", " ").capitalize())
+
 
 class Status(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -1356,15 +1372,16 @@ class Attempt(models.Model):
         UNKNOWN = "unknown", "Unknown outcome (possibly billed)"
 
     class RetryReason(models.TextChoices):
-        TIMEOUT = "timeout"
-        RATE_LIMIT = "rate_limit"
-        PROVIDER_5XX = "provider_5xx"
-        CONNECTION = "connection"
-        POLICY = "policy"
-        VALIDATION = "validation"
-        SIZE = "size"
-        INVALID_OUTPUT = "invalid_output"
-        UNKNOWN = "unknown"
+        # Labels spelled out: TextChoices would title-case the names ("Provider 5Xx").
+        TIMEOUT = "timeout", "Timed out"
+        RATE_LIMIT = "rate_limit", "Rate limited (429)"
+        PROVIDER_5XX = "provider_5xx", "Provider error (5xx)"
+        CONNECTION = "connection", "Connection failed"
+        POLICY = "policy", "Refused by the content policy"
+        VALIDATION = "validation", "Request refused as invalid"
+        SIZE = "size", "Size refused"
+        INVALID_OUTPUT = "invalid_output", "Unusable image returned"
+        UNKNOWN = "unknown", "Unknown error"
 
     class CostBasis(models.TextChoices):
         # The values are studio.billing.Basis; each stands for one billing state.

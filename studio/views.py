@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -495,6 +496,14 @@ def private_file_response(handle, content_type: str, name: str) -> FileResponse:
     )
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_safe
+def favicon(request):
+    """/favicon.ico, which browsers ask for on pages that name no icon (files, the admin)."""
+    response = redirect(static("favicon.svg"))
+    response["Cache-Control"] = "public, max-age=86400"
     return response
 
 

@@ -200,6 +200,7 @@ PARAMETERS = {
     "password_change": Parameters(post=("old_password", "new_password1", "new_password2")),
     "password_change_done": Parameters(),
     "healthz": Parameters(),
+    "favicon": Parameters(),
     "sandbox:images-generations": Parameters(post=SANDBOX),
     "sandbox:images-edits": Parameters(post=SANDBOX, files=("image", "image[]", "mask")),
     "sandbox:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),

@@ -16,7 +16,7 @@ from studio.models import (
 
 pytestmark = pytest.mark.django_db
 
-PUBLIC = {"login", "healthz", "logout"}
+PUBLIC = {"login", "healthz", "logout", "favicon"}
 ROLES = ("anonymous", "owner", "other_designer", "reviewer", "admin", "outsider")
 LOGIN = "login"  # a redirect to the login page
 

@@ -176,7 +176,7 @@ class TestRequestDetail:
         response = client.get(generation.get_absolute_url(), headers={"HX-Request": "true"})
         assert response.status_code == 286
         assert b"hx-trigger" not in response.content
-        assert b"provider_5xx" in response.content
+        assert b"Provider error (5xx)" in response.content  # the reason in words
         assert b'data-status="failed"' in response.content
 
     def test_post_is_not_allowed(self, client, designer, sandbox_route):

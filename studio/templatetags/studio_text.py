@@ -22,3 +22,11 @@ def duration(value: timedelta | None) -> str:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     now = timezone.now()
     return timeuntil(now + value, now, depth=2)
+
+
+@register.filter
+def reason_label(reason: str | None) -> str:
+    """A retry or failure reason in words (studio.models.reason_label)."""
+    from studio.models import reason_label as label
+
+    return label(reason)
