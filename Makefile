@@ -6,7 +6,7 @@ PORT ?= 8000
 # The sandbox runs as its own process next to the web, as in production.
 SANDBOX_PORT ?= $(shell expr $(PORT) + 1)
 
-.PHONY: run test bench lint format install install-test system-test-deps migrate seed clean
+.PHONY: run test bench lint format install install-test system-test-deps node-test-deps migrate seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,7 @@ system-test-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	for language in $(OCR_LANGUAGES); do \
 		[ -e /usr/share/tesseract-ocr/5/tessdata/$$(echo $$language | tr - _).traineddata ] \
 			|| missing="$$missing tesseract-ocr-$$language"; \
@@ -59,9 +60,16 @@ system-test-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-## test: install what the tests need (Python packages and Chromium) and run the whole suite
+## node-test-deps: the npm packages the browser tests serve to Chromium (axe-core), from
+## package.json into node_modules/ (not committed)
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --no-package-lock --silent
+	touch $@
+node-test-deps: node_modules/.installed
+
+## test: install what the tests need (Python packages, Chromium, npm packages) and run the whole suite
 # Tests keep their SQLite file and filesystem broker apart from a running `make run`.
-test: install-test system-test-deps
+test: install-test system-test-deps node-test-deps
 	VAR_DIR=$${VAR_DIR:-$(CURDIR)/var/test} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: print figures (medians of repeated runs); the concurrency case takes about a minute,

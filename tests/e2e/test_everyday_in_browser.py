@@ -143,8 +143,8 @@ def test_variants_download_with_their_names_and_the_id_copies(
     assert download.suggested_filename == f"generate-{newest.id}-2.png"
     assert Image.open(download.path()).size == (512, 512)
 
-    page.get_by_role("button", name="Copy the request ID").click()
-    page.get_by_role("button", name="Copy the request ID").filter(has_text="Copied").wait_for()
+    page.get_by_role("button", name="Copy request ID").click()
+    page.locator("button[data-copy]").filter(has_text="Copied").wait_for()
     assert page.evaluate("navigator.clipboard.readText()") == str(newest.id)
 
 
