@@ -38,6 +38,7 @@ from studio.models import (
     store_partial,
 )
 from studio.pricing import money
+from studio.thumbnails import thumbnail_name
 
 log = logging.getLogger(__name__)
 
@@ -538,6 +539,7 @@ def delete_output_file(output) -> bool:
     try:
         if name:
             output.file.storage.delete(name)
+        output.file.storage.delete(thumbnail_name(output.pk))  # the gallery's copy, if made
     except Exception:
         log.exception("retention: could not delete %s (output %s); will try again", name, output.pk)
         return False

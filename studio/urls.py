@@ -42,5 +42,6 @@ urlpatterns = [
     path("outputs/<uuid:output_id>/drift.png", views.output_drift, name="output-drift"),
     path("inputs/<uuid:input_id>/file", views.input_file, name="input-file"),
     path("outputs/<uuid:output_id>/download", views.output_download, name="output-download"),
+    path("outputs/<uuid:output_id>/thumbnail", views.output_thumbnail, name="output-thumbnail"),
     path("inputs/<uuid:input_id>/download", views.input_download, name="input-download"),
 ]

@@ -15,8 +15,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+from PIL import Image
 
-from studio import drift, imagerules
+from studio import drift, imagerules, thumbnails
 from studio.forms import (
     ComposerForm,
     ConversationForm,
@@ -436,6 +437,23 @@ def output_download(request, output_id):
         pk=output_id,
     )
     return _download(output)
+
+
+@login_required
+@require_safe
+def output_thumbnail(request, output_id):
+    """The gallery's small WebP of an output (access as output_file)."""
+    output = _get_output_for_user(request.user, output_id)
+    if output.deleted_at is not None:
+        raise Http404("Retention deleted this file.")
+    try:
+        data = thumbnails.thumbnail_bytes(output)
+    except (OSError, Image.DecompressionBombError):
+        raise Http404("The stored file is gone or cannot be read.") from None
+    response = HttpResponse(data, content_type="image/webp")
+    response["Cache-Control"] = "private, max-age=86400"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _download(item: InputImage | OutputImage) -> FileResponse:

@@ -50,7 +50,7 @@ def test_the_grid_shows_a_thumbnail_per_request_newest_first(client, designer, s
     assert ids_on(response) == [new.id, old.id]
     page = response.content.decode()
     assert 'data-testid="gallery"' in page
-    thumbnail = new.outputs.get().get_absolute_url()
+    thumbnail = reverse("studio:output-thumbnail", args=[new.outputs.get().pk])
     assert f'src="{thumbnail}"' in page
     assert 'title="3 variants"' in page
     table = client.get(URL, {"view": "table"}).content.decode()
@@ -187,3 +187,37 @@ def test_postgresql_answers_search_and_pages_from_indexes(designer, many):
     assert "request_prompt_trgm_idx" in plan(
         GenerationRequest.objects.matching("poster num").order_by()
     )
+
+
+def test_a_thumbnail_is_a_small_webp_made_once_and_deleted_with_its_output(
+    client, designer, other_designer, sandbox_route
+):
+    import io
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from PIL import Image
+
+    from studio.tasks import delete_output_file
+    from studio.thumbnails import thumbnail_name
+
+    generation = make_request(designer, sandbox_route)
+    buffer = io.BytesIO()
+    Image.new("RGB", (1536, 1024), (200, 40, 90)).save(buffer, "PNG")
+    output = make_output(make_attempt(generation, 1))
+    output.file.save("00.png", ContentFile(buffer.getvalue()))
+    url = reverse("studio:output-thumbnail", args=[output.pk])
+    client.force_login(designer)
+    response = client.get(url)
+    assert response["Content-Type"] == "image/webp"
+    assert Image.open(io.BytesIO(response.content)).size == (384, 256)
+    assert default_storage.exists(thumbnail_name(output.pk))
+    output.file.delete(save=False)  # the stored thumbnail answers from now on
+    assert client.get(url).content == response.content
+    client.force_login(other_designer)
+    assert client.get(url).status_code == 404
+
+    assert delete_output_file(output)
+    assert not default_storage.exists(thumbnail_name(output.pk))
+    client.force_login(designer)
+    assert client.get(url).status_code == 404

@@ -177,6 +177,7 @@ PARAMETERS = {
     "studio:output-drift": Parameters(),
     "studio:input-file": Parameters(),
     "studio:output-download": Parameters(),
+    "studio:output-thumbnail": Parameters(),
     "studio:input-download": Parameters(),
     "review:queue": Parameters(get=("frame", "route", "designer", "flagged", "age", "page")),
     "review:output": Parameters(),

@@ -108,6 +108,7 @@ EXPECTED = {
     "studio:output-drift": ("GET", OWN_OBJECT),
     "studio:input-file": ("GET", OWN_OBJECT),
     "studio:output-download": ("GET", OWN_OBJECT),
+    "studio:output-thumbnail": ("GET", OWN_OBJECT),
     "studio:input-download": ("GET", OWN_OBJECT),
     "review:queue": ("GET", REVIEWER_PAGE),
     "review:output": ("GET", REVIEWER_PAGE),

@@ -93,11 +93,11 @@ def test_the_gallery_shows_thumbnails_searches_and_switches_to_a_table(
     page.goto(live_server.url + reverse("studio:request-list"))
     tiles = page.locator('[data-testid="gallery"] .tile')
     assert tiles.count() == 8
-    # Newest first, and every thumbnail decoded from the access-checked file view.
+    # Newest first, and every thumbnail (a 384 px WebP of the 512 px output) decoded.
     assert "#9" in tiles.first.inner_text()
     page.wait_for_function(
         """() => [...document.querySelectorAll('.tile img')]
-               .every(img => img.complete && img.naturalWidth === 512)"""
+               .every(img => img.complete && img.naturalWidth === 384)"""
     )
     screenshot(page, "gallery-grid")
 
