@@ -835,8 +835,12 @@ class ConversationForm(TurnForm):
         }
 
     def chosen_route(self) -> Route | None:
+        """The route as chosen so far; unchosen, the one the page shows selected (the first)."""
+        value = self["route"].value()
+        if value in (None, ""):
+            return self.fields["route"].queryset.first()
         try:
-            return self.fields["route"].clean(self["route"].value())
+            return self.fields["route"].clean(value)
         except ValidationError:
             return None
 

@@ -55,7 +55,8 @@ def test_the_new_conversation_shows_the_estimate_as_you_type(client, designer, s
     client.force_login(designer)
     expected = sandbox_route.estimate(prompt=NEW["message"], width=1024, height=1024, quality="low")
     page = client.get(reverse("studio:conversation-new")).content.decode()
-    assert 'data-testid="turn-estimate"' in page
+    first = sandbox_route.estimate(prompt="", width=1024, height=1024, quality="low").cost
+    assert 'data-testid="turn-estimate"' in page and money(first) in page  # before typing
     response = client.post(
         reverse("studio:turn-labels"),
         {**NEW, "route": sandbox_route.pk, "quality": "low"},

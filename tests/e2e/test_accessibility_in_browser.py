@@ -41,8 +41,18 @@ def violations(page) -> list[str]:
 
 def pages_for(role: str, objects) -> dict[str, str]:
     request_page = reverse("studio:request-detail", args=[objects["request_id"]])
+    everyone = {
+        "password change": reverse("password_change"),
+        "not found": "/no-such-page/",
+    }
+    return {**everyone, **role_pages(role, objects, request_page)}
+
+
+def role_pages(role: str, objects, request_page: str) -> dict[str, str]:
     if role == "designer":
         return {
+            "edit an output": reverse("studio:edit-new") + f"?output={objects['output_id']}",
+            "search my requests": reverse("studio:request-list") + "?q=zzz&status=failed",
             "composer": reverse("studio:request-new"),
             "edit page": reverse("studio:edit-new"),
             "my requests (grid)": reverse("studio:request-list"),
@@ -57,6 +67,8 @@ def pages_for(role: str, objects) -> dict[str, str]:
     if role == "reviewer":
         return {
             "review queue": reverse("review:queue"),
+            "review queue (grid)": reverse("review:queue") + "?view=grid",
+            "not allowed": reverse("audit:dashboard"),
             "review an output": reverse("review:output", args=[objects["output_id"]]),
             "request page": request_page,
         }
