@@ -67,6 +67,8 @@ def test_designer_submits_and_watches_the_request_finish(
     screenshot(page, "request-succeeded")
 
     page.click("text=My requests")
+    page.wait_for_selector('[data-testid="gallery"]')
+    page.click('[data-testid="table-view"]')
     page.wait_for_selector("table.ledger")
     assert str(generation.id) in page.inner_text("table.ledger")
 
