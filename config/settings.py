@@ -139,10 +139,34 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The worker and the web process share the file: wait for locks instead of failing,
-    # and keep the test database on disk so a worker process can open it too.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    # and keep the test database on disk so a worker process can open it too. WAL lets
+    # readers go on while one writer commits; NORMAL sync is safe in WAL (a power cut may
+    # lose the last commits, never corrupt the file).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DATABASE_POOL", True
+):
+    # One psycopg pool per process: a thread takes a connection for its queries and gives
+    # it back when Django closes it (end of a request or task, and before every provider
+    # call), so a worker with thousands of calls in flight holds at most max_size.
+    # Persistent connections and a pool exclude each other in Django.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
+        # Seconds a thread waits for a free connection before PoolTimeout.
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 60),
+        # Connections idle this long are closed (seconds), so a quiet host holds few.
+        "max_idle": env_int("DATABASE_POOL_MAX_IDLE", 120),
+    }
+    # CONN_HEALTH_CHECKS (on above) makes Django give the pool its connection check: one
+    # whose backend died while it sat in the pool is replaced before anyone gets it.
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -215,6 +239,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
+        # Seconds between looks at an empty queue folder: a submitted request waits for the
+        # worker's next look (kombu's default is 1 s; a look is one directory listing).
+        "polling_interval": float(env_str("BROKER_POLLING_INTERVAL", "0.1")),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -366,6 +393,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DATA_UPLOAD_MAX_NUMBER_FIELDS", 200)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("DATA_UPLOAD_MAX_NUMBER_FILES", 20)
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 16 * 50 * 1024 * 1024 + 8 * 1024 * 1024)
+
+# Connections each route's SDK client may open at once (one per call in flight), and how
+# many idle ones it keeps for the next calls.
+PROVIDER_MAX_CONNECTIONS = env_int("PROVIDER_MAX_CONNECTIONS", 5000)
+PROVIDER_MAX_KEEPALIVE = env_int("PROVIDER_MAX_KEEPALIVE", 200)
 
 # Submissions per user per minute; a flood beyond it is answered 429.
 SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
