@@ -149,9 +149,9 @@ def read_mask(stream: IO[bytes], size: int, name: str, source: CheckedImage) -> 
             raise UploadRejected(" ".join(broken))
         _refuse_trailing_data(data, mask_format)
         _load(image, mask_format)
-        if image.mode == "RGBA" and mask_format == "png":
-            if (kept := _without_metadata(data, image, mask_format)) is not None:
-                return _checked(kept, image, "png", Role.MASK, name, data)
+        kept = _without_metadata(data, image, "png") if image.mode == "RGBA" else None
+        if mask_format == "png" and kept is not None:
+            return _checked(kept, image, "png", Role.MASK, name, data)
         clean = _decoded(image, mask_format).convert("RGBA")
     return _reencoded(clean, "png", Role.MASK, name, data)
 

@@ -19,8 +19,8 @@ import django
 django.setup()
 
 from studio.imagegen import decode_image  # noqa: E402
-from studio.uploads import Role, read_input_image  # noqa: E402
 from studio.sandbox.render import Picture, render_image  # noqa: E402
+from studio.uploads import Role, read_input_image  # noqa: E402
 
 SIZES = [(1024, 1024), (1536, 1024), (2560, 1440), (3840, 2160)]
 FORMATS = ["png", "jpeg", "webp"]
@@ -123,8 +123,10 @@ def uploads() -> None:
 
     print()
     print(f"upload check vs bare Pillow decode, median of {REPEATS} runs")
-    print(f"{'file':>24} {'bytes':>12} {'decode ms':>10} {'check ms':>9} {'ratio':>6} "
-          f"{'decode MiB':>11} {'check MiB':>10} {'ratio':>6}")
+    print(
+        f"{'file':>24} {'bytes':>12} {'decode ms':>10} {'check ms':>9} {'ratio':>6} "
+        f"{'decode MiB':>11} {'check MiB':>10} {'ratio':>6}"
+    )
     cases = [
         ("4K RGBA PNG", photo_like(3840, 2160, True), "PNG", {}),
         ("4K RGB JPEG q92", photo_like(3840, 2160, False), "JPEG", {"quality": 92}),
@@ -148,9 +150,11 @@ def uploads() -> None:
             file.flush()
             decode_mib = peak_mib("decode", file.name)
             check_mib = peak_mib("check", file.name)
-        print(f"{label:>24} {len(data):12,} {decode_ms:10.1f} {check_ms:9.1f} "
-              f"{check_ms / decode_ms:6.2f} {decode_mib:11.1f} {check_mib:10.1f} "
-              f"{check_mib / decode_mib:6.2f}")
+        print(
+            f"{label:>24} {len(data):12,} {decode_ms:10.1f} {check_ms:9.1f} "
+            f"{check_ms / decode_ms:6.2f} {decode_mib:11.1f} {check_mib:10.1f} "
+            f"{check_mib / decode_mib:6.2f}"
+        )
 
 
 if __name__ == "__main__":
