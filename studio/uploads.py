@@ -149,8 +149,8 @@ def read_mask(stream: IO[bytes], size: int, name: str, source: CheckedImage) -> 
             raise UploadRejected(" ".join(broken))
         _refuse_trailing_data(data, mask_format)
         _load(image, mask_format)
-        kept = _without_metadata(data, image, "png") if image.mode == "RGBA" else None
-        if mask_format == "png" and kept is not None:
+        plain = mask_format == "png" and image.mode == "RGBA"
+        if plain and (kept := _without_metadata(data, image, "png")) is not None:
             return _checked(kept, image, "png", Role.MASK, name, data)
         clean = _decoded(image, mask_format).convert("RGBA")
     return _reencoded(clean, "png", Role.MASK, name, data)
