@@ -143,7 +143,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # readers go on while one writer commits; NORMAL sync is safe in WAL (a power cut may
     # lose the last commits, never corrupt the file).
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
+        # Seconds a writer waits for the lock: a burst of a thousand calls finishing at
+        # once queues for it (issue 16 saw "database is locked" past 500 in flight at 20 s).
+        "timeout": env_int("SQLITE_TIMEOUT_SECONDS", 120),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -247,6 +249,10 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport, writing each message whole before it is seen (see
+    # config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:FilesystemTransport"
 if CELERY_BROKER_URL.startswith("redis://"):
     # kombu's Redis transport with a guard so a worker reconnects after Redis restarts
     # instead of exiting (see config/broker.py).
