@@ -137,7 +137,10 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+SQLITE_ENGINES = ("django.db.backends.sqlite3", "config.sqlite")
+if DATABASES["default"]["ENGINE"] in SQLITE_ENGINES:
+    # Django's backend with the process's writers taking turns (see config/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "config.sqlite"
     # The worker and the web process share the file: wait for locks instead of failing,
     # and keep the test database on disk so a worker process can open it too. WAL lets
     # readers go on while one writer commits; NORMAL sync is safe in WAL (a power cut may
@@ -410,7 +413,7 @@ SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] in SQLITE_ENGINES:
     # The audit's covering index on requests carries INCLUDE columns only on PostgreSQL;
     # SQLite makes it a plain index, which is all the embedded setup needs.
     SILENCED_SYSTEM_CHECKS.append("models.W040")
