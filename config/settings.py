@@ -359,6 +359,8 @@ REQUESTS_PER_PAGE = env_int("REQUESTS_PER_PAGE", 20)
 # Review: how long "being reviewed by ..." holds an output; OCR assist when tesseract exists.
 REVIEW_CLAIM_MINUTES = env_int("REVIEW_CLAIM_MINUTES", 15)
 TESSERACT_CMD = env_str("TESSERACT_CMD", "tesseract")
+# tesseract processes one worker runs at once (each held to one thread).
+OCR_PROCESSES = env_int("OCR_PROCESSES", os.cpu_count() or 1)
 # Read every final output with OCR in a background task as soon as it is stored.
 REVIEW_OCR_ON_STORE = env_bool("REVIEW_OCR_ON_STORE", True)
 # Outputs are deleted this many days after creation unless their route says otherwise.
