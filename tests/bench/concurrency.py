@@ -32,6 +32,9 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parents[2]
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "2000"))
 LATENCY = float(os.environ.get("BENCH_LATENCY", "20"))
+# The worker's pool: threads (the studio's choice) or gevent, for comparison (needs the
+# gevent package, which the studio does not install).
+POOL = os.environ.get("BENCH_POOL", "threads")
 
 
 def free_port() -> int:
@@ -180,7 +183,7 @@ def main() -> None:
             "config",
             "worker",
             "--pool",
-            "threads",
+            POOL,
             "--concurrency",
             str(REQUESTS),
             "--loglevel",
@@ -284,7 +287,7 @@ def main() -> None:
         )
 
         print(
-            f"{REQUESTS} requests, sandbox latency {LATENCY:.0f} s, worker thread pool "
+            f"{REQUESTS} requests, sandbox latency {LATENCY:.0f} s, worker {POOL} pool "
             f"of {REQUESTS}, one web process"
         )
         print(
