@@ -72,11 +72,19 @@ node-test-deps: node_modules/.installed
 test: install-test system-test-deps node-test-deps
 	VAR_DIR=$${VAR_DIR:-$(CURDIR)/var/test} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The PostgreSQL server the benches make their own databases on (never the suite's `test`),
+# and the Redis database their broker uses (never CI's 7).
+BENCH_POSTGRES ?= postgres://postgres@127.0.0.1:5432
+export BENCH_BROKER_URL ?= redis://127.0.0.1:6379/9
+
 ## bench: print figures (medians of repeated runs); the concurrency case takes about a minute,
 ## the OCR case (500+ labels read by tesseract) several
 bench: install-test system-test-deps
 	$(BIN)/python -m tests.bench
-	$(BIN)/python -m tests.bench.concurrency
+	$(BIN)/python -m tests.bench.request_path
+	BENCH_DATABASE_URL=$(BENCH_POSTGRES)/studio_bench_path $(BIN)/python -m tests.bench.request_path
+	BENCH_REQUESTS=1000 $(BIN)/python -m tests.bench.concurrency
+	BENCH_DATABASE_URL=$(BENCH_POSTGRES)/studio_bench_flight $(BIN)/python -m tests.bench.concurrency
 	$(BIN)/python -m tests.bench.audit
 	$(BIN)/python -m tests.bench.gallery
 	$(BIN)/python -m tests.bench.ocr

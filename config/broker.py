@@ -1,4 +1,12 @@
-"""The Redis broker transport, with one guard that lets a worker outlive a Redis restart.
+"""The broker transports, each with one guard.
+
+Filesystem (the embedded defaults): kombu 5.7.0 creates a message file and then writes it,
+so a worker that lists the folder in between moves an empty file away, fails to parse it
+and quits with "Unrecoverable error: JSONDecodeError" (seen with 2,000 submissions at once
+and 0.1 s polling). `FilesystemTransport` writes each message under a name the reader
+ignores and renames it into place, which is atomic on one filesystem.
+
+Redis: one guard that lets a worker outlive a Redis restart.
 
 Celery 5.7 (`Consumer.on_connection_error_after_connected`) first `collect()`s a broken broker
 connection, which drops the transport's link to its connection settings, and then `close()`s
@@ -16,7 +24,14 @@ database row (claimed with a conditional UPDATE) makes a second delivery harmles
 
 from __future__ import annotations
 
+import os
+import uuid
+from time import monotonic
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem as kombu_filesystem
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 
@@ -29,3 +44,22 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class FilesystemChannel(kombu_filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        """Put a message on `queue`: written in full under a temporary name (no `.msg`
+        suffix, so `_get` skips it), then renamed to the name `_get` looks for."""
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f"writing-{uuid.uuid4()}.part")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(dumps(payload).encode())
+            os.replace(partial, final)
+        except OSError as error:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from error
+
+
+class FilesystemTransport(kombu_filesystem.Transport):
+    Channel = FilesystemChannel

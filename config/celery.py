@@ -13,5 +13,6 @@ app.autodiscover_tasks()
 
 # The embedded filesystem broker needs its folders before the first message.
 if app.conf.broker_url.startswith("filesystem://"):
-    for folder in app.conf.broker_transport_options.values():
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    for key, folder in app.conf.broker_transport_options.items():
+        if key.endswith("_folder") or key.startswith("data_folder"):
+            Path(folder).mkdir(parents=True, exist_ok=True)

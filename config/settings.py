@@ -137,12 +137,41 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+SQLITE_ENGINES = ("django.db.backends.sqlite3", "config.sqlite")
+if DATABASES["default"]["ENGINE"] in SQLITE_ENGINES:
+    # Django's backend with the process's writers taking turns (see config/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "config.sqlite"
     # The worker and the web process share the file: wait for locks instead of failing,
-    # and keep the test database on disk so a worker process can open it too.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    # and keep the test database on disk so a worker process can open it too. WAL lets
+    # readers go on while one writer commits; NORMAL sync is safe in WAL (a power cut may
+    # lose the last commits, never corrupt the file).
+    DATABASES["default"]["OPTIONS"] = {
+        # Seconds a writer waits for the lock: a burst of a thousand calls finishing at
+        # once queues for it (issue 16 saw "database is locked" past 500 in flight at 20 s).
+        "timeout": env_int("SQLITE_TIMEOUT_SECONDS", 120),
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DATABASE_POOL", True
+):
+    # One psycopg pool per process: a thread takes a connection for its queries and gives
+    # it back when Django closes it (end of a request or task, and before every provider
+    # call), so a worker with thousands of calls in flight holds at most max_size.
+    # Persistent connections and a pool exclude each other in Django.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
+        # Seconds a thread waits for a free connection before PoolTimeout.
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 60),
+        # Connections idle this long are closed (seconds), so a quiet host holds few.
+        "max_idle": env_int("DATABASE_POOL_MAX_IDLE", 120),
+    }
+    # CONN_HEALTH_CHECKS (on above) makes Django give the pool its connection check: one
+    # whose backend died while it sat in the pool is replaced before anyone gets it.
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -215,11 +244,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
+        # Seconds between looks at an empty queue folder: a submitted request waits for the
+        # worker's next look (kombu's default is 1 s; a look is one directory listing).
+        "polling_interval": float(env_str("BROKER_POLLING_INTERVAL", "0.1")),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport, writing each message whole before it is seen (see
+    # config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:FilesystemTransport"
 if CELERY_BROKER_URL.startswith("redis://"):
     # kombu's Redis transport with a guard so a worker reconnects after Redis restarts
     # instead of exiting (see config/broker.py).
@@ -323,6 +359,8 @@ REQUESTS_PER_PAGE = env_int("REQUESTS_PER_PAGE", 20)
 # Review: how long "being reviewed by ..." holds an output; OCR assist when tesseract exists.
 REVIEW_CLAIM_MINUTES = env_int("REVIEW_CLAIM_MINUTES", 15)
 TESSERACT_CMD = env_str("TESSERACT_CMD", "tesseract")
+# tesseract processes one worker runs at once (each held to one thread).
+OCR_PROCESSES = env_int("OCR_PROCESSES", os.cpu_count() or 1)
 # Read every final output with OCR in a background task as soon as it is stored.
 REVIEW_OCR_ON_STORE = env_bool("REVIEW_OCR_ON_STORE", True)
 # Outputs are deleted this many days after creation unless their route says otherwise.
@@ -367,12 +405,17 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DATA_UPLOAD_MAX_NUMBER_FIELDS", 200)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("DATA_UPLOAD_MAX_NUMBER_FILES", 20)
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 16 * 50 * 1024 * 1024 + 8 * 1024 * 1024)
 
+# Connections each route's SDK client may open at once (one per call in flight), and how
+# many idle ones it keeps for the next calls.
+PROVIDER_MAX_CONNECTIONS = env_int("PROVIDER_MAX_CONNECTIONS", 5000)
+PROVIDER_MAX_KEEPALIVE = env_int("PROVIDER_MAX_KEEPALIVE", 200)
+
 # Submissions per user per minute; a flood beyond it is answered 429.
 SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] in SQLITE_ENGINES:
     # The audit's covering index on requests carries INCLUDE columns only on PostgreSQL;
     # SQLite makes it a plain index, which is all the embedded setup needs.
     SILENCED_SYSTEM_CHECKS.append("models.W040")

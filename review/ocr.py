@@ -18,9 +18,11 @@ import difflib
 import functools
 import io
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -137,6 +139,14 @@ def languages_for(labels: list[str]) -> str:
     return "+".join(chosen)
 
 
+@functools.cache
+def _tesseract_slots() -> threading.BoundedSemaphore:
+    """How many tesseract processes this worker runs at once (OCR_PROCESSES, default one per
+    core): a worker thread pool holds hundreds of calls in flight, and as many OCR passes at
+    once would take every core from them. Each process is held to one thread."""
+    return threading.BoundedSemaphore(max(1, settings.OCR_PROCESSES))
+
+
 def _run(image: Image.Image, mode: int, languages: str, tsv: bool = False, timeout=30):
     """One tesseract pass over a grayscale image; None when it fails."""
     with tempfile.NamedTemporaryFile(suffix=".png") as handle:
@@ -147,9 +157,15 @@ def _run(image: Image.Image, mode: int, languages: str, tsv: bool = False, timeo
         if tsv:
             command.append("tsv")
         try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, timeout=timeout, check=True
-            )
+            with _tesseract_slots():
+                result = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=True,
+                    env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+                )
         except (subprocess.SubprocessError, OSError):
             log.warning("tesseract could not read the image", exc_info=True)
             return None

@@ -99,38 +99,78 @@ def _neighbours(output: OutputImage, params) -> tuple[OutputImage | None, Output
     )
 
 
-def _facet(outputs, field: str, label_field: str | None = None) -> list[tuple[str, str, int]]:
-    """(value, what people read, count) per value; the label field names it (a frame's
-    name rather than its key)."""
-    label_field = label_field or field
-    rows = (
-        outputs.order_by()
-        .values(field, label_field)
-        .annotate(count=Count("pk"))
-        .order_by(label_field, field)
+FACET_FIELDS = {
+    "frame": "request__frame_version__frame__key",
+    "frame_name": "request__frame_version__frame__name",
+    "route": "request__route__name",
+    "designer": "request__created_by__username",
+    "drift": "drift_flagged",
+    "text": "text_mismatch",
+    "ocr": "ocr__suspects_mismatch",
+}
+
+
+def _queue_counts(now) -> list[dict]:
+    """The awaiting queue counted in one grouped query: a row per combination of frame,
+    route, designer and flags, with how many outputs have it and how many of those have
+    waited past each age. Every facet, the total and the matching count are sums over
+    these rows (issue 16: eleven separate counts took 3.2 s at a million requests)."""
+    ages = {
+        f"age_{key}": Count("pk", filter=Q(created_at__lte=now - age)) for key, age in AGES.items()
+    }
+    return list(
+        awaiting_review()
+        .select_related(None)
+        .order_by()
+        .values(*FACET_FIELDS.values())
+        .annotate(count=Count("pk"), **ages)
     )
-    return [(row[field], row[label_field], row["count"]) for row in rows if row[field]]
+
+
+def _matches(row: dict, active: dict) -> bool:
+    """Whether a grouped row falls under the active filters (the rule of _filtered_queue)."""
+    for name in ("frame", "route", "designer"):
+        if name in active and row[FACET_FIELDS[name]] != active[name]:
+            return False
+    flagged = active.get("flagged")
+    flags = {key: bool(row[FACET_FIELDS[key]]) for key in ("drift", "text", "ocr")}
+    if flagged in flags and not flags[flagged]:
+        return False
+    return not (flagged == "any" and not any(flags.values()))
+
+
+def _count(rows: list[dict], active: dict) -> int:
+    age = active.get("age")
+    return sum(row[f"age_{age}"] if age else row["count"] for row in rows if _matches(row, active))
+
+
+def _facet(rows: list[dict], field: str, label_field: str | None = None):
+    """(value, what people read, count) per value, by what people read; the label field
+    names it (a frame's name rather than its key)."""
+    label_field = label_field or field
+    totals: dict[tuple, int] = {}
+    for row in rows:
+        if row[field]:
+            key = (row[label_field], row[field])
+            totals[key] = totals.get(key, 0) + row["count"]
+    return [(value, label, count) for (label, value), count in sorted(totals.items())]
 
 
 @role_required(*REVIEWER_ROLES)
 @require_safe
 def queue(request):
     outputs, active = _filtered_queue(request.GET)
-    everything = awaiting_review()
     now = timezone.now()
+    rows = _queue_counts(now)
     flagged = [
-        ("drift", "Drift outside the mask", everything.filter(drift_flagged=True).count()),
-        ("text", "Text mismatch", everything.filter(text_mismatch=True).count()),
-        (
-            "ocr",
-            "OCR suspects a mismatch",
-            everything.filter(ocr__suspects_mismatch=True).count(),
-        ),
+        (key, title, sum(row["count"] for row in rows if row[FACET_FIELDS[key]]))
+        for key, title in (
+            ("drift", "Drift outside the mask"),
+            ("text", "Text mismatch"),
+            ("ocr", "OCR suspects a mismatch"),
+        )
     ]
-    ages = [
-        (key, key, everything.filter(created_at__lte=now - age).count())
-        for key, age in AGES.items()
-    ]
+    ages = [(key, key, sum(row[f"age_{key}"] for row in rows)) for key in AGES]
     facets = [
         (
             name,
@@ -138,30 +178,23 @@ def queue(request):
             [(value, label, count, active.get(name) == value) for value, label, count in options],
         )
         for name, title, options in [
-            (
-                "frame",
-                "Frame",
-                _facet(
-                    everything,
-                    "request__frame_version__frame__key",
-                    "request__frame_version__frame__name",
-                ),
-            ),
-            ("route", "Route", _facet(everything, "request__route__name")),
-            ("designer", "Designer", _facet(everything, "request__created_by__username")),
+            ("frame", "Frame", _facet(rows, FACET_FIELDS["frame"], FACET_FIELDS["frame_name"])),
+            ("route", "Route", _facet(rows, FACET_FIELDS["route"])),
+            ("designer", "Designer", _facet(rows, FACET_FIELDS["designer"])),
             ("flagged", "Flagged", flagged),
             ("age", "Waiting longer than", ages),
         ]
     ]
-    page = Paginator(outputs.select_related("claim", "claim__reviewer", "ocr"), 24).get_page(
-        request.GET.get("page")
-    )
+    paginator = Paginator(outputs.select_related("claim", "claim__reviewer", "ocr"), 24)
+    # The matching count is known from the grouped rows: the paginator needs no COUNT.
+    paginator.__dict__["count"] = matching = _count(rows, active)
+    page = paginator.get_page(request.GET.get("page"))
     context = {
         "page": page,
         "facets": facets,
         "active": active,
-        "total": everything.count(),
-        "matching": page.paginator.count,
+        "total": sum(row["count"] for row in rows),
+        "matching": matching,
         "now": now,
         "overrides": overrides()[:5],
         "filter_query": urlencode(active),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx2
 import openai
+from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from studio.billing import Answer
@@ -109,7 +110,19 @@ def client_for(route) -> openai.OpenAI:
 
 @functools.lru_cache(maxsize=64)
 def _client(base_url: str, api_key: str | None, timeout: float) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+    # The SDK's default pool opens at most 1,000 connections per client; a worker host with
+    # more calls in flight than that would queue calls behind the pool, not the provider.
+    limits = httpx2.Limits(
+        max_connections=settings.PROVIDER_MAX_CONNECTIONS,
+        max_keepalive_connections=settings.PROVIDER_MAX_KEEPALIVE,
+    )
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(limits=limits),
+    )
 
 
 def generation_params(request) -> dict:

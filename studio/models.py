@@ -1024,8 +1024,16 @@ class GenerationRequest(models.Model):
             lease_expires_at=lease,
             retry_at=None,
         )
-        self.refresh_from_db()
-        return bool(claimed)
+        if not claimed:
+            self.refresh_from_db()
+            return False
+        # What the update wrote, without reading the row again (one statement fewer on
+        # every call, and the route stays loaded).
+        self.status = Status.RUNNING
+        self.started_at = self.started_at or now
+        self.lease_expires_at = lease
+        self.retry_at = None
+        return True
 
     def _finish(
         self, status: str, reason: str = "", message: str = "", *, from_status=Status.RUNNING
@@ -1350,7 +1358,9 @@ class GenerationRequest(models.Model):
         """What the seeds call request_shape: enough to reproduce cost and latency spikes."""
         return {
             "prompt_sha256": self.prompt_sha256,
-            "input_image_count": self.inputs.exclude(role=InputImage.Role.MASK).count(),
+            "input_image_count": (
+                self.inputs.exclude(role=InputImage.Role.MASK).count() if self.is_edit else 0
+            ),
             "mask": self.has_mask,
             "size": self.size,
             "quality": self.quality,

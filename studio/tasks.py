@@ -98,8 +98,11 @@ def run_generation(request_id: str) -> None:
         log.info("request %s ended before its call was sent; nothing sent", request_id)
         return
     started = time.monotonic()
-    on_partial = _partial_storer(request, attempt)
-    on_event = _lease_keeper(request, route)
+    on_partial = _released(_partial_storer(request, attempt))
+    on_event = _released(_lease_keeper(request, route))
+    # The call waits seconds to minutes: its database connection goes back to the pool (or
+    # is closed) meanwhile, so thousands of calls in flight hold none. Finishing reconnects.
+    release_connection()
     try:
         if request.is_assistant_turn:
             result = imagegen.respond(
@@ -192,6 +195,27 @@ def _end_unstored(request, attempt, result, latency_ms: int, error: Exception) -
         )
         if not request.fail("storage_failed", message):
             request.correct_given_up(Status.FAILED, "storage_failed", message)
+
+
+def release_connection() -> None:
+    """Give this thread's database connection back (to the psycopg pool on PostgreSQL, else
+    closed) while it waits on something slow. Never inside a transaction: there the
+    connection is kept (a task run inside a test's transaction, say)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def _released(callback):
+    """`callback`, giving the database connection back after each call: a stream's
+    callbacks write briefly between long waits for the next event."""
+
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        finally:
+            release_connection()
+
+    return run
 
 
 def _lease_keeper(request: GenerationRequest, route: Route):

@@ -5,9 +5,12 @@ Uploaded bytes are outside data: they are checked here, where they enter, and le
 the pixel count is checked from the header before any pixel is decoded; a decompression
 bomb, a truncated or damaged file, bytes after the end of the image (a PNG or WebP that is
 also an HTML page, say) and photos that carry GPS coordinates are refused with the message
-imagerules gives the browser for the same rule. What is kept is re-encoded from the decoded
-pixels, with the EXIF orientation applied first and colours moved to sRGB: no trailing bytes,
-no EXIF, no text chunks, no ICC profile.
+imagerules gives the browser for the same rule. Every pixel is decoded once (a damaged file
+fails there). What is kept carries no trailing bytes, no EXIF, no text chunks and no ICC
+profile: when the pixels need no change (8-bit L/LA/RGB/RGBA, upright, no colour profile)
+the file's own image data is kept and only its metadata chunks or segments are dropped,
+losslessly and at copy speed; otherwise the decoded pixels are oriented, moved to sRGB and
+re-encoded with a fast setting.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import io
 import re
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import IO
 
@@ -29,6 +33,9 @@ FORMAT_NAMES = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 JPEG_QUALITY = 95
 WEBP_QUALITY = 95
+# zlib level for PNGs that must be re-encoded: level 1 is several times faster than the
+# default 6 on photographs for files about a fifth larger.
+PNG_COMPRESS_LEVEL = 1
 GPS_IFD = 0x8825
 GPS_POSITION_TAGS = (2, 4)  # GPSLatitude, GPSLongitude
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -103,6 +110,9 @@ def read_input_image(stream: IO[bytes], size: int, name: str, role: str) -> Chec
             raise UploadRejected(problems[0])
         _refuse_trailing_data(data, image_format)
         _refuse_gps(image)
+        _load(image, image_format)
+        if (kept := _without_metadata(data, image, image_format)) is not None:
+            return _checked(kept, image, image_format, role, name, data)
         clean = _decoded(image, image_format)
     return _reencoded(clean, image_format, role, name, data)
 
@@ -138,6 +148,10 @@ def read_mask(stream: IO[bytes], size: int, name: str, source: CheckedImage) -> 
         if broken := problems(mask_format, *dimensions, _has_alpha(image)):
             raise UploadRejected(" ".join(broken))
         _refuse_trailing_data(data, mask_format)
+        _load(image, mask_format)
+        plain = mask_format == "png" and image.mode == "RGBA"
+        if plain and (kept := _without_metadata(data, image, "png")) is not None:
+            return _checked(kept, image, "png", Role.MASK, name, data)
         clean = _decoded(image, mask_format).convert("RGBA")
     return _reencoded(clean, "png", Role.MASK, name, data)
 
@@ -191,8 +205,20 @@ def _unreadable() -> str:
     return imagerules.UPLOAD_MESSAGES["unreadable"]
 
 
+def _load(image: Image.Image, image_format: str) -> None:
+    """Decode every pixel once: a truncated or damaged file fails here, with a message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except UNREADABLE:
+        raise UploadRejected(
+            imagerules.upload_message("damaged", format=image_format.upper())
+        ) from None
+
+
 def _decoded(image: Image.Image, image_format: str) -> Image.Image:
-    """Every pixel decoded (a truncated file fails here), oriented, in sRGB, RGB(A) or L."""
+    """The loaded pixels oriented, in sRGB, RGB(A) or L."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -272,28 +298,130 @@ def _reencoded(
     clean.info = {}
     buffer = io.BytesIO()
     if image_format == "png":
-        clean.save(buffer, "PNG", compress_level=6)
+        clean.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif image_format == "jpeg":
         clean.convert("RGB" if clean.mode != "L" else "L").save(
             buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0
         )
     else:
         clean.save(buffer, "WEBP", quality=WEBP_QUALITY, method=4)
-    data = buffer.getvalue()
+    return _checked(buffer.getvalue(), clean, image_format, role, name, original)
+
+
+def _checked(
+    data: bytes, image: Image.Image, image_format: str, role: str, name: str, original: bytes
+) -> CheckedImage:
     if len(data) > imagerules.MAX_INPUT_BYTES:
         raise UploadRejected(imagerules.input_image_problems("png", len(data))[0])
-    stored_mode = clean.mode if image_format != "jpeg" or clean.mode == "L" else "RGB"
+    stored_mode = image.mode if image_format != "jpeg" or image.mode == "L" else "RGB"
     return CheckedImage(
         role=role,
         data=data,
-        width=clean.width,
-        height=clean.height,
+        width=image.width,
+        height=image.height,
         format=image_format,
         mode=stored_mode,
         original_name=name[:200],
         original_sha256=hashlib.sha256(original).hexdigest(),
         original_bytes=len(original),
     )
+
+
+# What a kept file keeps: the chunks (PNG, WebP) or segments (JPEG) that make its pixels.
+# PNG: header, palette, image data, end (tRNS images are re-encoded, as before). JPEG: every
+# segment but APP1-APP13, APP15 and comments (APP0 JFIF and APP14 Adobe say how to read the
+# colours). WebP: the bitstreams and their alpha, with VP8X's metadata flags cleared.
+PNG_KEPT_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+PNG_KEPT_TYPES = {(8, 0), (8, 2), (8, 4), (8, 6)}  # (bit depth, colour type): L, RGB, LA, RGBA
+JPEG_DROPPED_MARKERS = {*range(0xE1, 0xEE), 0xEF, 0xFE}
+JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+WEBP_KEPT_CHUNKS = {b"VP8X", b"VP8 ", b"VP8L", b"ALPH"}
+WEBP_ANIMATION, WEBP_METADATA_FLAGS = 0x02, 0x20 | 0x08 | 0x04  # ICC, EXIF, XMP
+
+
+def _without_metadata(data: bytes, image: Image.Image, image_format: str) -> bytes | None:
+    """The upload's own image data with its metadata dropped, when its decoded pixels need no
+    change; None when they do (another mode or bit depth, an orientation, a colour profile,
+    colour-key transparency, animation) or the file's structure is not the plain kind."""
+    if image.mode not in EIGHT_BIT_MODES or image.info.get("icc_profile"):
+        return None
+    if "transparency" in image.info or getattr(image, "is_animated", False):
+        return None
+    try:
+        if image.getexif().get(0x0112, 1) != 1:
+            return None
+        if image_format == "png":
+            return _png_without_metadata(data)
+        if image_format == "jpeg":
+            return _jpeg_without_metadata(data)
+        return _webp_without_metadata(data)
+    except (*UNREADABLE, IndexError):
+        return None
+
+
+def _png_without_metadata(data: bytes) -> bytes | None:
+    view = memoryview(data)  # slices of a view copy nothing until the join
+    kept = [view[: len(PNG_SIGNATURE)]]
+    offset = len(PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", view[offset : offset + 8])
+        chunk = view[offset : offset + 12 + length]
+        if zlib.crc32(chunk[4:-4]) != struct.unpack(">I", chunk[-4:])[0]:
+            return None  # a damaged chunk: the re-encode keeps only what decoded
+        if kind == b"IHDR" and (chunk[16], chunk[17]) not in PNG_KEPT_TYPES:
+            return None
+        if kind in PNG_KEPT_CHUNKS:
+            kept.append(chunk)
+        offset += 12 + length
+        if kind == b"IEND":
+            return b"".join(kept)
+    return None
+
+
+def _jpeg_without_metadata(data: bytes) -> bytes | None:
+    data = memoryview(data)
+    kept = [data[:2]]  # SOI
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in JPEG_STANDALONE:
+            kept.append(data[offset : offset + 2])
+            offset += 2
+            continue
+        if marker == 0xDA:  # start of scan: the rest up to the end of image is kept
+            end = data.obj.find(b"\xff\xd9", offset)
+            if end < 0:
+                return None
+            kept.append(data[offset : end + 2])
+            return b"".join(kept)
+        length = struct.unpack(">H", data[offset + 2 : offset + 4])[0]
+        if marker not in JPEG_DROPPED_MARKERS:
+            kept.append(data[offset : offset + 2 + length])
+        offset += 2 + length
+    return None
+
+
+def _webp_without_metadata(data: bytes) -> bytes | None:
+    kept = []
+    offset = 12
+    end = 8 + struct.unpack("<I", data[4:8])[0]
+    while offset + 8 <= end:
+        kind, length = struct.unpack("<4sI", data[offset : offset + 8])
+        chunk = bytearray(data[offset : offset + 8 + length + (length & 1)])
+        if kind == b"VP8X":
+            if chunk[8] & WEBP_ANIMATION:
+                return None
+            chunk[8] &= ~WEBP_METADATA_FLAGS & 0xFF
+        if kind in WEBP_KEPT_CHUNKS:
+            kept.append(bytes(chunk))
+        offset += len(chunk)
+    body = b"WEBP" + b"".join(kept)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def _has_alpha(image: Image.Image) -> bool:

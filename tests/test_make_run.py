@@ -40,7 +40,7 @@ def celery_workers(var_dir: Path) -> list[int]:
     return found
 
 
-def only_worker(var_dir: Path, honcho: "Honcho", timeout: float = 30) -> int:
+def only_worker(var_dir: Path, honcho: Honcho, timeout: float = 30) -> int:
     """Wait until exactly one worker runs; its process ID."""
     deadline = time.monotonic() + timeout
     while len(workers := celery_workers(var_dir)) != 1:

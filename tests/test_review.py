@@ -62,6 +62,37 @@ def make_output(
 
 
 class TestQueue:
+    def test_the_queue_costs_the_same_queries_however_many_facets_and_filters(
+        self,
+        client,
+        reviewer,
+        designer,
+        other_designer,
+        sandbox_route,
+        seed_frames,
+        django_assert_max_num_queries,
+    ):
+        """Issue 16: eleven facet counts made the queue 3.2 s at a million requests. The
+        facets, totals and matching count come from one grouped query; the page from one
+        more (plus the session and user)."""
+        hero = seed_frames["product-hero"].current_version
+        for number in range(6):
+            make_output(
+                designer if number % 2 else other_designer,
+                sandbox_route,
+                frame_version=hero if number % 3 else None,
+                age=timedelta(hours=number * 10),
+                drift_flagged=number == 4,
+                text_mismatch=number == 5,
+            )
+        client.force_login(reviewer)
+        for params in ({}, {"designer": "dana", "flagged": "text", "age": "1h"}):
+            with django_assert_max_num_queries(8):
+                response = client.get(reverse("review:queue"), params)
+            assert response.status_code == 200
+        assert response.context["matching"] == 1
+        assert response.context["total"] == 6
+
     def test_oldest_first_with_filters_and_counts(
         self, client, reviewer, designer, other_designer, sandbox_route, seed_frames
     ):

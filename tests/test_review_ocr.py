@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import subprocess
 
 import pytest
 from django.urls import reverse
@@ -144,3 +145,41 @@ def test_each_stored_output_is_read_before_anyone_opens_it(
     assert "OCR suspects a mismatch" in queue.content.decode()
     # Reviewers still confirm: nothing is recorded as inspected until they do.
     assert not typo.inspections.exists()
+
+
+def test_a_worker_runs_at_most_its_share_of_tesseract_processes(settings, monkeypatch):
+    """Hundreds of worker threads may finish calls at once; OCR for each must not start a
+    tesseract per thread and take every core from the calls in flight."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    from review import ocr
+
+    settings.OCR_PROCESSES = 2
+    ocr._tesseract_slots.cache_clear()
+    running, most, lock = 0, 0, threading.Lock()
+    environments = []
+
+    def fake_run(command, **options):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        environments.append(options["env"])
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return subprocess.CompletedProcess(command, 0, stdout="TEXT", stderr="")
+
+    monkeypatch.setattr(ocr.subprocess, "run", fake_run)
+    image = Image.new("L", (40, 20), 255)
+    threads = [threading.Thread(target=ocr._run, args=(image, 6, "eng")) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ocr._tesseract_slots.cache_clear()
+    assert most == 2
+    assert all(env["OMP_THREAD_LIMIT"] == "1" for env in environments)

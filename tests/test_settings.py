@@ -112,3 +112,36 @@ def test_a_route_timeout_must_end_inside_the_task_limit(db):
     with pytest.raises(ValidationError) as caught:
         route.full_clean()
     assert "task limit" in str(caught.value.message_dict["timeout_seconds"])
+
+
+def test_embedded_defaults_poll_the_broker_often_and_write_ahead(tmp_path):
+    """`make run`'s filesystem broker looks for new messages ten times a second (a submitted
+    request waits for the next look), and its SQLite file is in WAL mode so readers never
+    wait for the worker's writes."""
+    env = {"VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": "filesystem://", "DATABASE_URL": ""}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'studio.sqlite3'}"
+    result = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; from django.db import connection as c; "
+        "print(s.CELERY_BROKER_TRANSPORT_OPTIONS['polling_interval']); "
+        "cursor = c.cursor(); cursor.execute('PRAGMA journal_mode'); print(cursor.fetchone()[0])",
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    interval, journal = result.stdout.split()[-2:]
+    assert float(interval) <= 0.1
+    assert journal == "wal"
+
+
+def test_postgresql_connections_come_from_a_bounded_pool():
+    result = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; d = s.DATABASES['default']; "
+        "print(d['CONN_MAX_AGE'], d['OPTIONS']['pool']['max_size'])",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/unused",
+        DATABASE_POOL_MAX_SIZE="7",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["0", "7"]

@@ -193,3 +193,76 @@ def test_mangled_files_are_refused_never_crash():
                 assert str(problem)
                 outcomes["refused"] += 1
     assert outcomes["refused"] > 0
+
+
+def pixels_of(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGBA").tobytes()
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    import struct
+
+    kinds, offset = [], 8
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        kinds.append(kind)
+        offset += 12 + length
+    return kinds
+
+
+def test_a_png_that_needs_no_change_keeps_its_own_image_data():
+    """No re-encode (issue 16: checking a 4K PNG spent 95% of its time compressing it
+    again): the text chunk goes, the compressed pixels are the upload's own bytes."""
+    original = png_with_text()
+    checked = read(original, "notes.png")
+    assert png_chunks(checked.data) == [b"IHDR", b"IDAT", b"IEND"] or set(
+        png_chunks(checked.data)
+    ) == {b"IHDR", b"IDAT", b"IEND"}
+    idat = [chunk for chunk in png_chunks(original) if chunk == b"IDAT"]
+    assert idat
+    start = original.index(b"IDAT") - 4
+    assert original[start : original.index(b"IEND") - 4] in checked.data
+    assert pixels_of(checked.data) == pixels_of(original)
+
+
+def test_a_jpeg_is_kept_without_a_second_lossy_encode():
+    original = encoded(source_image(), "JPEG", quality=80)
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make: dropped with APP1, orientation 1
+    with_exif = encoded(Image.open(io.BytesIO(original)), "JPEG", quality=80, exif=exif)
+    checked = read(with_exif, "photo.jpg")
+    assert b"PhoneMaker" not in checked.data and b"Exif" not in checked.data
+    # The same decoded pixels: the entropy-coded data is the upload's own.
+    assert pixels_of(checked.data) == pixels_of(with_exif)
+    assert checked.data.endswith(b"\xff\xd9")
+
+
+def test_a_webp_loses_its_metadata_and_keeps_its_pixels():
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    original = encoded(source_image().convert("RGBA"), "WEBP", quality=70, exif=exif)
+    assert b"PhoneMaker" in original
+    checked = read(original, "a.webp")
+    assert b"PhoneMaker" not in checked.data and b"EXIF" not in checked.data
+    assert checked.format == "webp"
+    assert pixels_of(checked.data) == pixels_of(original)
+
+
+def test_a_png_whose_image_data_fails_its_checksum_is_re_encoded_from_what_decoded():
+    """Pillow checks the checksums of the chunks before the pixels, not of the pixel data's
+    own; a file kept as sent must not carry a bad one to the provider."""
+    original = bytearray(source_png())
+    idat = original.index(b"IDAT")
+    length = int.from_bytes(original[idat - 4 : idat], "big")
+    original[idat + 4 + length] ^= 0xFF  # the image data chunk's CRC
+    checked = read(bytes(original), "crc.png")
+    assert bytes(original[idat + 4 : idat + 4 + length]) not in checked.data
+    assert pixels_of(checked.data) == pixels_of(source_png())
+
+
+def test_a_mask_that_is_already_rgba_png_is_kept_as_sent():
+    mask = mask_png()
+    checked = read_mask(io.BytesIO(mask), len(mask), "mask.png", source())
+    assert (checked.format, checked.mode) == ("png", "RGBA")
+    assert pixels_of(checked.data) == pixels_of(mask)

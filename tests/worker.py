@@ -21,7 +21,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 def database_url_for_tests() -> str:
     """The URL of the database the tests use right now (pytest-django's test database)."""
     config = connection.settings_dict
-    if config["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         return f"sqlite:///{config['NAME']}"
     user = quote(config.get("USER") or "", safe="")
     password = quote(config.get("PASSWORD") or "", safe="")

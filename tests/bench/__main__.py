@@ -20,6 +20,7 @@ django.setup()
 
 from studio.imagegen import decode_image  # noqa: E402
 from studio.sandbox.render import Picture, render_image  # noqa: E402
+from studio.uploads import Role, read_input_image  # noqa: E402
 
 SIZES = [(1024, 1024), (1536, 1024), (2560, 1440), (3840, 2160)]
 FORMATS = ["png", "jpeg", "webp"]
@@ -59,5 +60,103 @@ def main() -> None:
             print(f"{size:>10} {output_format:>6} {render:9.1f} {verify:9.1f} {len(data):10,}")
 
 
+def photo_like(width: int, height: int, alpha: bool):
+    """Noise over gradients: compresses like a photograph, not like a flat test card."""
+    from PIL import Image, ImageChops
+
+    gradient = Image.linear_gradient("L").resize((width, height))
+    channels = [
+        ImageChops.add(gradient, Image.effect_noise((width, height), 12 + 4 * band), 1, -128)
+        for band in range(3)
+    ]
+    channels[1] = channels[1].transpose(Image.Transpose.ROTATE_180)
+    if alpha:
+        channels.append(Image.new("L", (width, height), 230))
+    return Image.merge("RGBA" if alpha else "RGB", channels)
+
+
+PEAK_SCRIPT = """
+import io, os, resource, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django
+django.setup()
+from PIL import Image
+from studio.uploads import Role, read_input_image
+data = open(sys.argv[2], "rb").read()
+def kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = kib()
+if sys.argv[1] == "decode":
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+else:
+    read_input_image(io.BytesIO(data), len(data), "bench", Role.SOURCE)
+print((kib() - before) / 1024)
+"""
+
+
+def peak_mib(kind: str, path: str) -> float:
+    """The resident memory a decode or a check adds, in a fresh process (MiB): Pillow's
+    pixel buffers are not Python allocations, so only the process's high-water mark sees
+    them."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, kind, path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(result.stdout.split()[-1])
+
+
+def uploads() -> None:
+    """Checking an upload against a bare Pillow decode of the same bytes (issue 16: at most
+    1.5x the time and 2x the memory)."""
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    print()
+    print(f"upload check vs bare Pillow decode, median of {REPEATS} runs")
+    print(
+        f"{'file':>24} {'bytes':>12} {'decode ms':>10} {'check ms':>9} {'ratio':>6} "
+        f"{'decode MiB':>11} {'check MiB':>10} {'ratio':>6}"
+    )
+    cases = [
+        ("4K RGBA PNG", photo_like(3840, 2160, True), "PNG", {}),
+        ("4K RGB JPEG q92", photo_like(3840, 2160, False), "JPEG", {"quality": 92}),
+        ("4K RGBA WebP q90", photo_like(3840, 2160, True), "WEBP", {"quality": 90}),
+    ]
+    for label, image, pillow_format, options in cases:
+        buffer = io.BytesIO()
+        image.save(buffer, pillow_format, **options)
+        data = buffer.getvalue()
+
+        def bare(data=data):
+            with Image.open(io.BytesIO(data)) as opened:
+                opened.load()
+
+        def check(data=data):
+            read_input_image(io.BytesIO(data), len(data), "bench", Role.SOURCE)
+
+        decode_ms, check_ms = median_ms(bare), median_ms(check)
+        with tempfile.NamedTemporaryFile(suffix=".img") as file:
+            file.write(data)
+            file.flush()
+            decode_mib = peak_mib("decode", file.name)
+            check_mib = peak_mib("check", file.name)
+        print(
+            f"{label:>24} {len(data):12,} {decode_ms:10.1f} {check_ms:9.1f} "
+            f"{check_ms / decode_ms:6.2f} {decode_mib:11.1f} {check_mib:10.1f} "
+            f"{check_mib / decode_mib:6.2f}"
+        )
+
+
 if __name__ == "__main__":
     main()
+    uploads()

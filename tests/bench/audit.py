@@ -1,8 +1,9 @@
-"""`make bench` case: the audit dashboard, attempt list and CSV export at scale.
+"""`make bench` case: the audit dashboard, attempt list, review queue and CSV export at scale.
 
-Builds 100,000 requests with 300,000 attempts (and their outputs) in a scratch PostgreSQL
-database of its own, `studio_bench_audit`, dropped and created on every run, then times
-the audit pages server-side through Django's test client with a logged-in admin:
+Builds 100,000 requests (BENCH_AUDIT_REQUESTS) with 300,000 attempts (and their outputs)
+in a scratch PostgreSQL database of its own, `studio_bench_audit`, dropped and created on
+every run, then times the audit pages server-side through Django's test client with a
+logged-in admin:
 medians of several runs, the number of SQL queries each page makes, and the CSV export's
 time and peak Python memory (tracemalloc) while streaming about 100,000 rows.
 
@@ -32,7 +33,7 @@ from urllib.parse import urlencode
 
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 DATABASE_NAME = "studio_bench_audit"
-REQUESTS = 100_000
+REQUESTS = int(os.environ.get("BENCH_AUDIT_REQUESTS", "100000"))
 ATTEMPTS_PER_REQUEST = (1, 2, 3, 4, 5)  # cycled: 300,000 attempts for 100,000 requests
 DAYS = 90
 USERS = 60
@@ -319,6 +320,12 @@ def main() -> None:
             f"{attempts}?{urlencode({**everything, 'route': 'openai', 'reason': 'timeout'})}",
         ),
         ("attempt list, unpriced", f"{attempts}?{urlencode({**everything, 'basis': 'unpriced'})}"),
+        ("review queue", reverse("review:queue")),
+        (
+            "review queue, one designer, text flagged",
+            reverse("review:queue") + "?designer=designer007&flagged=text",
+        ),
+        ("review queue, page 200", f"{reverse('review:queue')}?page=200"),
     ]
     from review import rollups
     from review.models import AuditRollup, AuditRollupState
