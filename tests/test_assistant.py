@@ -329,6 +329,7 @@ class TestViews:
         assert 'data-testid="assistant-text"' in body and escape(turn.assistant_text) in body
         [output] = turn.outputs.all()
         assert output.get_absolute_url() in body
+        assert reverse("studio:output-download", args=[output.pk]) in body
         assert "Conversations" in client.get(reverse("studio:conversation-list")).content.decode()
 
     def test_a_follow_up_is_sent_as_the_next_turn(self, client, designer, live_sandbox):

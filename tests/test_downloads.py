@@ -80,3 +80,27 @@ def test_the_request_page_offers_downloads_and_the_copy_button(client, designer,
     for item in OutputImage.objects.get(pk=objects["output_id"]).request.inputs.all():
         assert reverse("studio:input-download", args=[item.pk]) in page
     assert f'data-copy="{objects["request_id"]}"' in page
+
+
+def test_a_partial_preview_downloads_as_a_preview(client, designer, objects):
+    from django.core.files.base import ContentFile
+
+    final = OutputImage.objects.get(pk=objects["output_id"])
+    preview = OutputImage(
+        request=final.request,
+        attempt=final.attempt,
+        kind=OutputImage.Kind.PARTIAL,
+        sha256="1" * 64,
+        bytes=10,
+        width=64,
+        height=64,
+        format="png",
+    )
+    preview.file.save("partial-00.png", ContentFile(b"\x89PNG not really"), save=False)
+    preview.save()
+    client.force_login(designer)
+    page = client.get(final.request.get_absolute_url()).content.decode()
+    url = reverse("studio:output-download", args=[preview.pk])
+    assert url in page
+    name = client.get(url)["Content-Disposition"]
+    assert name == f'attachment; filename="edit-{final.request_id}-preview-1.png"'
