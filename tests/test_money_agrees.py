@@ -92,6 +92,7 @@ def test_the_same_amount_reads_the_same_on_every_page(
     pages["my requests"] = client.get(
         reverse("studio:request-list") + "?view=table"
     ).content.decode()
+    pages["my requests (grid)"] = client.get(reverse("studio:request-list")).content.decode()
 
     client.force_login(admin_user)
     pages["audit dashboard"] = client.get(reverse("audit:dashboard"), ALL_TIME).content.decode()
