@@ -8,9 +8,12 @@ names only what a host of that kind is given in a deployment: the database URL, 
 URL with a queue of this test's own (so the session's shared worker never takes its
 messages), the bucket (web, worker and the operator only; the sandbox and beat get none),
 and the sandbox's key and address (the sandbox and the worker). The source tree is shared
-read-only, as an image is. An operator's machine runs the one-off commands: `seed_studio`
-before (the seeded sandbox route has no base URL: the worker's SANDBOX_BASE_URL names the
-sandbox host) and `ledger_check --storage` after, against the bucket.
+read-only, as an image is. Every host runs with production settings (DEBUG=0, one
+SECRET_KEY); the web host collects its own static files first, and the designer's HTTP
+client speaks to it as from behind a TLS-terminating proxy (X-Forwarded-Proto, Secure
+cookies). An operator's machine runs the one-off commands: `seed_studio` before (the seeded
+sandbox route has no base URL: the worker's SANDBOX_BASE_URL names the sandbox host) and
+`ledger_check --storage` after, against the bucket.
 
 Where the test can make network namespaces (root, `ip netns`, veth, a bridge), each host runs
 in a namespace of its own on a private bridge, like machines on a LAN: the hosts see each
@@ -245,7 +248,8 @@ def _with_address(url: str, host: str, port: int) -> str:
 def start_host(
     name: str, root: Path, command: list[str], env: dict[str, str], lan, namespace: str = ""
 ) -> Host:
-    """Start `python -m <command>` as host `name`, in `namespace` (its own by default)."""
+    """Start `command` (`python -m <command>` unless it starts with "sh") as host `name`, in
+    `namespace` (its own by default)."""
     directory = root / name
     for folder in ("var/media", "tmp", "home"):
         (directory / folder).mkdir(parents=True)
@@ -265,7 +269,7 @@ def start_host(
     }
     prefix = lan.prefix(namespace or name) if lan else []
     process = subprocess.Popen(
-        [*prefix, sys.executable, "-m", *command],
+        [*prefix, *(command if command[0] == "sh" else [sys.executable, "-m", *command])],
         cwd=directory,
         env=environment,
         stdout=subprocess.PIPE,
@@ -290,7 +294,8 @@ def wait_for_http(host: Host, url: str, timeout: float = 45) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            answer = requests.get(url, timeout=2, headers={"X-Forwarded-Proto": "https"})
+            if answer.status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -386,7 +391,12 @@ def deployment(transactional_db, tmp_path):
         web_port = 8000 if lan else free_port()
         sandbox_port = 8000 if lan else free_port()
         queue = f"hosts-{uuid.uuid4().hex[:12]}"
-        shared = {"DATABASE_URL": database_url}
+        # Production settings everywhere, one secret for the deployment.
+        shared = {
+            "DATABASE_URL": database_url,
+            "DEBUG": "0",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+        }
         bucket = {
             **credentials,
             "AWS_STORAGE_BUCKET_NAME": BUCKET,
@@ -433,26 +443,24 @@ def deployment(transactional_db, tmp_path):
             },
             lan,
         )
+        # The web host collects its static files into its own folder (the image's build step),
+        # then serves; a TLS-terminating proxy in front of it is the browser's to play.
+        python = f"{sys.executable} -m"
         hosts["web"] = start_host(
             "web",
             root,
             [
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"{address('web')}:{web_port}",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                "--graceful-timeout",
-                "5",
+                "sh",
+                "-c",
+                f"{python} django collectstatic --noinput -v 0 && exec {python} gunicorn "
+                f"config.wsgi --bind {address('web')}:{web_port} --worker-class gthread "
+                "--threads 4 --graceful-timeout 5",
             ],
             {
                 **shared,
                 **bucket,
                 **celery,
-                "SANDBOX_IN_WEB": "0",
+                "STATIC_ROOT": str(root / "web" / "static"),
                 "ALLOWED_HOSTS": address("web"),
             },
             lan,
@@ -527,16 +535,23 @@ def csrf_token(page: str) -> str:
 
 
 class Browser:
-    """A designer's browser: HTTP to the web host only."""
+    """A designer's browser: HTTP to the web host only, as from behind the TLS-terminating
+    proxy of a deployment (it says HTTPS; the cookies are Secure, so they are sent by hand)."""
 
     def __init__(self, base_url: str) -> None:
         import requests
 
         self.base_url = base_url
         self.session = requests.Session()
+        origin = "https://" + urlsplit(base_url).netloc
+        self.session.headers.update({"X-Forwarded-Proto": "https", "Origin": origin})
+
+    def _cookies(self) -> dict[str, str]:
+        jar = self.session.cookies
+        return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in jar)} if jar else {}
 
     def get(self, path: str, **kwargs):
-        return self.session.get(self.base_url + path, timeout=30, **kwargs)
+        return self.session.get(self.base_url + path, timeout=30, headers=self._cookies(), **kwargs)
 
     def submit(self, path: str, data: dict, files: dict | None = None, form_page: str = ""):
         """GET the page with the form (`path` unless `form_page` is given), then POST the
@@ -549,6 +564,7 @@ class Browser:
             files=files,
             allow_redirects=False,
             timeout=30,
+            headers=self._cookies(),
         )
         assert response.status_code == 302, (path, response.status_code, response.text[:3000])
         return response
@@ -680,7 +696,7 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
 
     # No host keeps any of it on its own disk: nothing in any media folder, no image file in
     # a VAR_DIR or HOME, no file anywhere with the bytes of anything stored. (TMPDIR may hold
-    # a scratch image while an OCR pass reads one, so only the bytes are checked there.)
+    # a scratch image, and the web host's static files may hold icons: only bytes count there.)
     hashes = set(stored.values())
     for name, host in hosts.items():
         media = host.directory / "var" / "media"
@@ -688,7 +704,9 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
         for path in host.directory.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
-                scratch = path.is_relative_to(host.directory / "tmp")
+                scratch = any(
+                    path.is_relative_to(host.directory / folder) for folder in ("tmp", "static")
+                )
                 assert scratch or not data.startswith(PNG_MAGIC), (name, path)
                 assert hashlib.sha256(data).hexdigest() not in hashes, (name, path)
 
