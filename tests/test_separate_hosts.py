@@ -128,36 +128,42 @@ def _run(*command: str) -> None:
 
 class Lan:
     """Network namespaces on a bridge of their own: `gateway` is the machine's side (where
-    the services are reached), `address[name]` each host's."""
+    the services are reached), `address[name]` each host's. What a failed setup made is
+    removed again before the error goes on."""
 
     def __init__(self) -> None:
         tag = f"{os.getpid() % 10000:04d}"
         self.bridge = f"hbr{tag}"
         self.namespaces: dict[str, str] = {}
         self.address: dict[str, str] = {}
+        self.links: list[str] = []
         used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
         octet = next(n for n in range(int(tag) % 200 + 20, 256) if f" 10.213.{n}." not in used)
         prefix = f"10.213.{octet}"
         self.gateway = f"{prefix}.1"
-        self._made_bridge = False
-        _run("ip", "link", "add", self.bridge, "type", "bridge")
-        self._made_bridge = True
-        _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-        _run("ip", "link", "set", self.bridge, "up")
-        for number, name in enumerate(HOST_NAMES):
-            namespace = f"hosts-{tag}-{name}"
-            outside, inside = f"h{tag}{number}a", f"h{tag}{number}b"
-            _run("ip", "netns", "add", namespace)
-            self.namespaces[name] = namespace
-            _run("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
-            _run("ip", "link", "set", inside, "netns", namespace)
-            _run("ip", "link", "set", outside, "master", self.bridge)
-            _run("ip", "link", "set", outside, "up")
-            address = f"{prefix}.{10 + number}"
-            _run("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", inside)
-            _run("ip", "-n", namespace, "link", "set", inside, "up")
-            _run("ip", "-n", namespace, "link", "set", "lo", "up")
-            self.address[name] = address
+        try:
+            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            self.links.append(self.bridge)
+            _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+            _run("ip", "link", "set", self.bridge, "up")
+            for number, name in enumerate(HOST_NAMES):
+                namespace = f"hosts-{tag}-{name}"
+                outside, inside = f"h{tag}{number}a", f"h{tag}{number}b"
+                _run("ip", "netns", "add", namespace)
+                self.namespaces[name] = namespace
+                _run("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+                self.links.append(outside)
+                _run("ip", "link", "set", inside, "netns", namespace)
+                _run("ip", "link", "set", outside, "master", self.bridge)
+                _run("ip", "link", "set", outside, "up")
+                address = f"{prefix}.{10 + number}"
+                _run("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", inside)
+                _run("ip", "-n", namespace, "link", "set", inside, "up")
+                _run("ip", "-n", namespace, "link", "set", "lo", "up")
+                self.address[name] = address
+        except BaseException:
+            self.remove()
+            raise
 
     def prefix(self, name: str) -> list[str]:
         return ["ip", "netns", "exec", self.namespaces[name]]
@@ -165,8 +171,8 @@ class Lan:
     def remove(self) -> None:
         for namespace in self.namespaces.values():
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
-        if self._made_bridge:
-            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        for link in self.links:  # veths whose far end never moved, and the bridge
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 def make_lan() -> Lan | None:
@@ -176,15 +182,11 @@ def make_lan() -> Lan | None:
             "separate hosts without network namespaces: not root, or no `ip`", stacklevel=2
         )
         return None
-    lan = None
     try:
-        lan = Lan()
-        return lan
+        return Lan()
     except (subprocess.SubprocessError, OSError, StopIteration) as error:
         detail = getattr(error, "stderr", "") or error
         warnings.warn(f"separate hosts without network namespaces: {detail}", stacklevel=2)
-        if lan is not None:
-            lan.remove()
         return None
 
 
