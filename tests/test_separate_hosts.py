@@ -7,13 +7,14 @@ MEDIA_ROOT (and, for beat, celerybeat schedule file), started from a fresh envir
 names only what a host of that kind is given in a deployment: the database URL, the broker
 URL with a queue of this test's own (so the session's shared worker never takes its
 messages), the bucket (web, worker and the operator only; the sandbox and beat get none),
-and the sandbox's key and address (the sandbox and the worker). The source tree is shared
-read-only, as an image is. Every host runs with production settings (DEBUG=0, one
-SECRET_KEY); the web host collects its own static files first, and the designer's HTTP
-client speaks to it as from behind a TLS-terminating proxy (X-Forwarded-Proto, Secure
-cookies). An operator's machine runs the one-off commands: `seed_studio` before (the seeded
-sandbox route has no base URL: the worker's SANDBOX_BASE_URL names the sandbox host) and
-`ledger_check --storage` after, against the bucket.
+and the sandbox's key and address (the sandbox and the worker). The source tree and the
+virtualenv are shared read-only, as an image is: where the test can (root, `unshare`), each
+host gets a mount namespace of its own in which both are mounted read-only. Every host runs
+with production settings (DEBUG=0, one SECRET_KEY); the web host collects its own static
+files first, and the designer's HTTP client speaks to it as from behind a TLS-terminating
+proxy (X-Forwarded-Proto, Secure cookies). An operator's machine runs the one-off commands:
+`seed_studio` before (the seeded sandbox route has no base URL: the worker's SANDBOX_BASE_URL
+names the sandbox host) and `ledger_check --storage` after, against the bucket.
 
 Where the test can make network namespaces (root, `ip netns`, veth, a bridge), each host runs
 in a namespace of its own on a private bridge, like machines on a LAN: the hosts see each
@@ -190,6 +191,32 @@ def make_lan() -> Lan | None:
         return None
 
 
+SHARED_READ_ONLY = (BASE_DIR, Path(sys.prefix).resolve())  # the code and its virtualenv
+
+
+def read_only_prefix() -> list[str]:
+    """A command prefix giving a host its own mount namespace in which the source tree and
+    the virtualenv are read-only (so a host that writes beside the code fails), or [] with a
+    warning where this machine cannot make one."""
+    script = " && ".join(
+        f'mount --bind "${index}" "${index}" && mount -o remount,bind,ro "${index}" "${index}"'
+        for index in range(1, len(SHARED_READ_ONLY) + 1)
+    )
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+    paths = [str(path) for path in SHARED_READ_ONLY]
+    shift = f"shift {len(SHARED_READ_ONLY)}"
+    command = [*prefix, f'{script} && {shift} && exec "$@"', "host", *paths]
+    probe = subprocess.run(
+        [*command, "sh", "-c", f"! touch {BASE_DIR}/.read-only-probe 2>/dev/null"],
+        capture_output=True,
+        text=True,
+    )
+    if shutil.which("unshare") is None or probe.returncode != 0:
+        warnings.warn(f"hosts share the source tree writable: {probe.stderr}", stacklevel=2)
+        return []
+    return command
+
+
 def reachable_from(lan: Lan, name: str, *addresses: tuple[str, int]) -> list[bool]:
     """Which of these addresses a connection from host `name` reaches."""
     probe = (
@@ -248,7 +275,13 @@ def _with_address(url: str, host: str, port: int) -> str:
 
 
 def start_host(
-    name: str, root: Path, command: list[str], env: dict[str, str], lan, namespace: str = ""
+    name: str,
+    root: Path,
+    command: list[str],
+    env: dict[str, str],
+    lan,
+    namespace: str = "",
+    read_only: list[str] | None = None,
 ) -> Host:
     """Start `command` (`python -m <command>` unless it starts with "sh") as host `name`, in
     `namespace` (its own by default)."""
@@ -271,7 +304,11 @@ def start_host(
     }
     prefix = lan.prefix(namespace or name) if lan else []
     process = subprocess.Popen(
-        [*prefix, *(command if command[0] == "sh" else [sys.executable, "-m", *command])],
+        [
+            *prefix,
+            *(read_only or []),
+            *(command if command[0] == "sh" else [sys.executable, "-m", *command]),
+        ],
         cwd=directory,
         env=environment,
         stdout=subprocess.PIPE,
@@ -342,6 +379,7 @@ def deployment(transactional_db, tmp_path):
         _require(f"{error.name} is not installed")
 
     lan = make_lan()
+    read_only = read_only_prefix()
     relays: list[Relay] = []
     hosts: dict[str, Host] = {}
     server = None
@@ -417,7 +455,9 @@ def deployment(transactional_db, tmp_path):
 
         def ops(name: str, command: list[str]) -> Host:
             """A one-off command (`python -m django ...`) from an operator's machine."""
-            return start_host(name, root, command, {**shared, **bucket}, lan, namespace="ops")
+            return start_host(
+                name, root, command, {**shared, **bucket}, lan, "ops", read_only=read_only
+            )
 
         # An operator seeds roles, routes and prices, as on a fresh deployment.
         seed = ops("ops-seed", ["django", "seed_studio"])
@@ -444,6 +484,7 @@ def deployment(transactional_db, tmp_path):
                 "ALLOWED_HOSTS": address("sandbox"),
             },
             lan,
+            read_only=read_only,
         )
         # The web host collects its static files into its own folder (the image's build step),
         # then serves; a TLS-terminating proxy in front of it is the browser's to play.
@@ -466,6 +507,7 @@ def deployment(transactional_db, tmp_path):
                 "ALLOWED_HOSTS": address("web"),
             },
             lan,
+            read_only=read_only,
         )
         hosts["worker"] = start_host(
             "worker",
@@ -496,6 +538,7 @@ def deployment(transactional_db, tmp_path):
                 "REVIEW_OCR_ON_STORE": "0",
             },
             lan,
+            read_only=read_only,
         )
         hosts["beat"] = start_host(
             "beat",
@@ -503,6 +546,7 @@ def deployment(transactional_db, tmp_path):
             ["celery", "-A", "config", "beat", "--loglevel", "INFO"],
             {**shared, **celery},
             lan,
+            read_only=read_only,
         )
         assert "Route sandbox (sandbox) created." in finished(seed)
         wait_for_http(hosts["sandbox"], f"{sandbox_url}/healthz")
