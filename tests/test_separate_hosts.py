@@ -725,6 +725,15 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
         assert generation.status == Status.SUCCEEDED, (kind, generation.failure_message)
         finals = generation.outputs.filter(kind=OutputImage.Kind.FINAL)
         assert finals.count() == 1, kind
+        # The page the designer watches shows the image, through the web host's file view.
+        page_url = (
+            generation.conversation.get_absolute_url()
+            if generation.conversation_id
+            else generation.get_absolute_url()
+        )
+        page = browser.get(page_url)
+        assert page.status_code == 200, (kind, page.status_code)
+        assert finals.get().get_absolute_url() in page.text, kind
         for output in generation.outputs.all():
             body = deployment.s3.get_object(Bucket=BUCKET, Key=output.file.name)["Body"].read()
             assert hashlib.sha256(body).hexdigest() == output.sha256, (kind, output.file.name)
