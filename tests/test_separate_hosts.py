@@ -206,12 +206,15 @@ def read_only_prefix() -> list[str]:
     paths = [str(path) for path in SHARED_READ_ONLY]
     shift = f"shift {len(SHARED_READ_ONLY)}"
     command = [*prefix, f'{script} && {shift} && exec "$@"', "host", *paths]
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        warnings.warn("hosts share the source tree writable: not root, or no unshare", stacklevel=2)
+        return []
     probe = subprocess.run(
         [*command, "sh", "-c", f"! touch {BASE_DIR}/.read-only-probe 2>/dev/null"],
         capture_output=True,
         text=True,
     )
-    if shutil.which("unshare") is None or probe.returncode != 0:
+    if probe.returncode != 0:
         warnings.warn(f"hosts share the source tree writable: {probe.stderr}", stacklevel=2)
         return []
     return command
@@ -360,7 +363,6 @@ class Deployment:
     web_url: str
     hosts: dict[str, Host]
     s3: object
-    namespaces: bool
     ops: Callable[[str, list[str]], Host]
 
 
@@ -379,11 +381,13 @@ def deployment(transactional_db, tmp_path):
         _require(f"{error.name} is not installed")
 
     lan = make_lan()
-    read_only = read_only_prefix()
     relays: list[Relay] = []
     hosts: dict[str, Host] = {}
     server = None
+    access_log = logging.getLogger("werkzeug")
+    access_log_level = access_log.level
     try:
+        read_only = read_only_prefix()
         database = urlsplit(database_url_for_tests())
         redis = urlsplit(broker)
         if lan:
@@ -399,7 +403,7 @@ def deployment(transactional_db, tmp_path):
 
         s3_port = free_port()
         # The S3 server's access log would bury the hosts' logs of a failure.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        access_log.setLevel(logging.WARNING)
         server = ThreadedMotoServer(ip_address=service_host, port=s3_port, verbose=False)
         server.start()
         s3_url = f"http://{service_host}:{s3_port}"
@@ -553,7 +557,7 @@ def deployment(transactional_db, tmp_path):
         wait_for_http(hosts["web"], f"{web_url}/healthz")
         hosts["worker"].wait_for(" ready.")
         hosts["beat"].wait_for("beat: Starting")
-        yield Deployment(web_url, hosts, s3, namespaces=lan is not None, ops=ops)
+        yield Deployment(web_url, hosts, s3, ops=ops)
     finally:
         for host in hosts.values():
             host.terminate()
@@ -565,6 +569,7 @@ def deployment(transactional_db, tmp_path):
             (artifacts / f"separate-hosts-{host.name}.log").write_text(host.log())
         if server is not None:
             server.stop()
+        access_log.setLevel(access_log_level)
         for relay in relays:
             relay.close()
         if lan:
