@@ -16,13 +16,17 @@ proxy (X-Forwarded-Proto, Secure cookies). An operator's machine runs the one-of
 `seed_studio` before (the seeded sandbox route has no base URL: the worker's SANDBOX_BASE_URL
 names the sandbox host) and `ledger_check --storage` after, against the bucket.
 
+There are two web hosts, as behind a load balancer: the designer logs in on one and goes on
+on either, so sessions and CSRF tokens must hold across them.
+
 Where the test can make network namespaces (root, `ip netns`, veth, a bridge), each host runs
 in a namespace of its own on a private bridge, like machines on a LAN: the hosts see each
-other only by their bridge addresses, every web-like host listens on the same port 8000 (which
-would collide on one machine), and PostgreSQL and Redis, which listen on the loopback of the
-machine, are reached through TCP relays the test runs on the bridge's gateway address; the
-local S3 server listens on that address directly. Where namespaces cannot be made, the hosts
-run on 127.0.0.1 with separate directories and environments only, and the test warns so.
+other only by their bridge addresses, both web hosts and the sandbox listen on the same port
+8000 (which would collide on one machine), and PostgreSQL and Redis, which listen on the
+loopback of the machine, are reached through TCP relays the test runs on the bridge's gateway
+address; the local S3 server listens on that address directly. Where namespaces cannot be
+made, the hosts run on 127.0.0.1 with separate directories and environments only, and the
+test warns so.
 
 PostgreSQL and Redis only: the embedded defaults (SQLite, the filesystem broker) are one
 machine's by design. Skipped on them, failed when REQUIRE_SERVICES=1.
@@ -63,7 +67,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BUCKET = "studio-hosts-media"
 PASSWORD = "a-long-hosts-password-7"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-HOST_NAMES = ("web", "sandbox", "worker", "beat", "ops")
+HOST_NAMES = ("web", "web2", "sandbox", "worker", "beat", "ops")
+WEB_HOSTS = ("web", "web2")
 FAST = " [sandbox:pace=0.05]"
 
 
@@ -360,7 +365,7 @@ def finished(host: Host, timeout: float = 60) -> str:
 
 @dataclass
 class Deployment:
-    web_url: str
+    web_urls: list[str]
     hosts: dict[str, Host]
     s3: object
     ops: Callable[[str, list[str]], Host]
@@ -432,7 +437,6 @@ def deployment(transactional_db, tmp_path):
         def address(name: str) -> str:
             return lan.address[name] if lan else "127.0.0.1"
 
-        web_port = 8000 if lan else free_port()
         sandbox_port = 8000 if lan else free_port()
         queue = f"hosts-{uuid.uuid4().hex[:12]}"
         # Production settings everywhere, one secret for the deployment.
@@ -453,7 +457,9 @@ def deployment(transactional_db, tmp_path):
             "SWEEP_INTERVAL_SECONDS": "2",
         }
         root = tmp_path / "hosts"
-        web_url = f"http://{address('web')}:{web_port}"
+        web_urls = {
+            name: f"http://{address(name)}:{8000 if lan else free_port()}" for name in WEB_HOSTS
+        }
         sandbox_url = f"http://{address('sandbox')}:{sandbox_port}"
         sandbox_key = {"SANDBOX_API_KEY": secrets.token_urlsafe(16)}
 
@@ -490,29 +496,32 @@ def deployment(transactional_db, tmp_path):
             lan,
             read_only=read_only,
         )
-        # The web host collects its static files into its own folder (the image's build step),
-        # then serves; a TLS-terminating proxy in front of it is the browser's to play.
+        # Two web hosts, as behind a load balancer. Each collects its static files into its
+        # own folder (the image's build step), then serves; a TLS-terminating proxy in front
+        # of them is the browser's to play.
         python = f"{sys.executable} -m"
-        hosts["web"] = start_host(
-            "web",
-            root,
-            [
-                "sh",
-                "-c",
-                f"{python} django collectstatic --noinput -v 0 && exec {python} gunicorn "
-                f"config.wsgi --bind {address('web')}:{web_port} --worker-class gthread "
-                "--threads 4 --graceful-timeout 5",
-            ],
-            {
-                **shared,
-                **bucket,
-                **celery,
-                "STATIC_ROOT": str(root / "web" / "static"),
-                "ALLOWED_HOSTS": address("web"),
-            },
-            lan,
-            read_only=read_only,
-        )
+        for name in WEB_HOSTS:
+            bind = f"{address(name)}:{urlsplit(web_urls[name]).port}"
+            hosts[name] = start_host(
+                name,
+                root,
+                [
+                    "sh",
+                    "-c",
+                    f"{python} django collectstatic --noinput -v 0 && exec {python} gunicorn "
+                    f"config.wsgi --bind {bind} --worker-class gthread --threads 4 "
+                    "--graceful-timeout 5",
+                ],
+                {
+                    **shared,
+                    **bucket,
+                    **celery,
+                    "STATIC_ROOT": str(root / name / "static"),
+                    "ALLOWED_HOSTS": address(name),
+                },
+                lan,
+                read_only=read_only,
+            )
         hosts["worker"] = start_host(
             "worker",
             root,
@@ -554,10 +563,11 @@ def deployment(transactional_db, tmp_path):
         )
         assert "Route sandbox (sandbox) created." in finished(seed)
         wait_for_http(hosts["sandbox"], f"{sandbox_url}/healthz")
-        wait_for_http(hosts["web"], f"{web_url}/healthz")
+        for name in WEB_HOSTS:
+            wait_for_http(hosts[name], f"{web_urls[name]}/healthz")
         hosts["worker"].wait_for(" ready.")
         hosts["beat"].wait_for("beat: Starting")
-        yield Deployment(web_url, hosts, s3, ops=ops)
+        yield Deployment(list(web_urls.values()), hosts, s3, ops=ops)
     finally:
         for host in hosts.values():
             host.terminate()
@@ -592,17 +602,17 @@ class Browser:
     def __init__(self, base_url: str) -> None:
         import requests
 
-        self.base_url = base_url
+        self.base_url = base_url  # the web host the balancer sends the next requests to
         self.session = requests.Session()
-        origin = "https://" + urlsplit(base_url).netloc
-        self.session.headers.update({"X-Forwarded-Proto": "https", "Origin": origin})
 
-    def _cookies(self) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         jar = self.session.cookies
-        return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in jar)} if jar else {}
+        cookies = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in jar)} if jar else {}
+        origin = "https://" + urlsplit(self.base_url).netloc
+        return {"X-Forwarded-Proto": "https", "Origin": origin, **cookies}
 
     def get(self, path: str, **kwargs):
-        return self.session.get(self.base_url + path, timeout=30, headers=self._cookies(), **kwargs)
+        return self.session.get(self.base_url + path, timeout=30, headers=self._headers(), **kwargs)
 
     def submit(self, path: str, data: dict, files: dict | None = None, form_page: str = ""):
         """GET the page with the form (`path` unless `form_page` is given), then POST the
@@ -615,7 +625,7 @@ class Browser:
             files=files,
             allow_redirects=False,
             timeout=30,
-            headers=self._cookies(),
+            headers=self._headers(),
         )
         assert response.status_code == 302, (path, response.status_code, response.text[:3000])
         return response
@@ -650,7 +660,10 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
     route = Route.objects.get(name="sandbox")  # as seeded: the worker host's SANDBOX_BASE_URL
     assert route.base_url == ""
     hosts = deployment.hosts
-    browser = Browser(deployment.web_url)
+    # The load balancer sends the designer's requests to either web host: log in on one, and
+    # the session and CSRF token hold on the other.
+    web, web2 = deployment.web_urls
+    browser = Browser(web)
     browser.log_in(designer.username, PASSWORD)
 
     settings_fields = {"quality": "low", "output_format": "png", "background": "auto", "n": "1"}
@@ -663,6 +676,7 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
             "prompt": 'A desk lamp with the label "HOSTS"' + FAST,
         },
     )
+    browser.base_url = web2
     streamed = browser.submit(
         "/requests/new/",
         {
@@ -686,6 +700,7 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
             "mask": ("mask.png", mask_png(), "image/png"),
         },
     )
+    browser.base_url = web
     conversation = browser.submit(
         "/conversations/new/",
         {
@@ -711,6 +726,7 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
         }.items()
     }
     # A second turn: the sandbox host answers the follow-up from the database, not memory.
+    browser.base_url = web2
     browser.submit(
         f"/conversations/{conversation_id}/turn",
         {"message": 'Add "Two"' + FAST},
@@ -736,16 +752,18 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
             if generation.conversation_id
             else generation.get_absolute_url()
         )
-        page = browser.get(page_url)
-        assert page.status_code == 200, (kind, page.status_code)
-        assert finals.get().get_absolute_url() in page.text, kind
+        for browser.base_url in deployment.web_urls:
+            page = browser.get(page_url)
+            assert page.status_code == 200, (kind, page.status_code)
+            assert finals.get().get_absolute_url() in page.text, kind
         for output in generation.outputs.all():
             body = deployment.s3.get_object(Bucket=BUCKET, Key=output.file.name)["Body"].read()
             assert hashlib.sha256(body).hexdigest() == output.sha256, (kind, output.file.name)
             stored[output.file.name] = output.sha256
-            served = browser.get(f"/outputs/{output.id}/file")
-            assert served.status_code == 200, (kind, served.status_code)
-            assert served.content == body, kind
+            for browser.base_url in deployment.web_urls:
+                served = browser.get(f"/outputs/{output.id}/file")
+                assert served.status_code == 200, (kind, browser.base_url, served.status_code)
+                assert served.content == body, kind
         for item in generation.inputs.all():
             body = deployment.s3.get_object(Bucket=BUCKET, Key=item.file.name)["Body"].read()
             assert hashlib.sha256(body).hexdigest() == item.sha256
@@ -776,7 +794,7 @@ def test_web_worker_beat_and_sandbox_as_separate_hosts(deployment, designer, set
     )
     assert "Sending due task sweep-requests" in hosts["beat"].log()
     hosts["worker"].wait_for("studio.tasks.sweep_requests", timeout=10)
-    for name in ("web", "worker", "sandbox"):
+    for name in (*WEB_HOSTS, "worker", "sandbox"):
         assert not any((hosts[name].directory / "var").glob("celerybeat-schedule*")), name
     browser.session.close()
 
