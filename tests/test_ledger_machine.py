@@ -387,6 +387,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 class _NoClose:
+    """The test's connection, in its transaction: closing it is a no-op here."""
+
+    in_atomic_block = True
+
     def close(self) -> None:
         pass
 
