@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "studio",
     "studio.sandbox",
     "review",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -250,6 +251,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "studio.tasks.delete_expired_outputs",
         "schedule": float(RETENTION_INTERVAL_SECONDS),
     },
+    "release-campaign-rows": {
+        "task": "campaigns.tasks.release_campaign_rows",
+        "schedule": float(env_int("CAMPAIGN_RELEASE_INTERVAL_SECONDS", 5)),
+    },
     "refresh-audit-rollups": {
         "task": "review.tasks.refresh_audit_rollups",
         "schedule": float(env_int("AUDIT_ROLLUP_INTERVAL_SECONDS", 600)),
@@ -369,6 +374,11 @@ MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 16 * 50 * 1024 * 1024
 
 # Submissions per user per minute; a flood beyond it is answered 429.
 SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
+# Campaigns: rows in one table; campaign rows with the workers at once (all users), and at
+# most this many per user (each waiting user gets an equal share of the first).
+CAMPAIGN_MAX_ROWS = env_int("CAMPAIGN_MAX_ROWS", 10_000)
+CAMPAIGN_ROWS_IN_FLIGHT = env_int("CAMPAIGN_ROWS_IN_FLIGHT", 8)
+CAMPAIGN_ROWS_PER_USER = env_int("CAMPAIGN_ROWS_PER_USER", 4)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]

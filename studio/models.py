@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -520,9 +521,16 @@ class SubmissionFlood(Exception):
 
         # Serialize one user's submissions so a burst cannot slip past the count.
         get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
-        recent = GenerationRequest.objects.filter(
-            created_by=user, created_at__gte=timezone.now() - timedelta(minutes=1)
-        ).count()
+        since = timezone.now() - timedelta(minutes=1)
+        # A campaign counts once, however many rows it has (its rows are not counted).
+        recent = (
+            GenerationRequest.objects.filter(
+                created_by=user, created_at__gte=since, campaign__isnull=True
+            ).count()
+            + apps.get_model("campaigns", "Campaign")
+            .objects.filter(owner=user, created_at__gte=since)
+            .count()
+        )
         if recent >= settings.SUBMISSIONS_PER_MINUTE:
             raise cls(settings.SUBMISSIONS_PER_MINUTE)
 
@@ -743,6 +751,18 @@ class GenerationRequest(models.Model):
     previous_response_id = models.CharField(max_length=200, blank=True)
     response_id = models.CharField(max_length=200, blank=True)
     assistant_text = models.TextField(blank=True)
+    # A campaign's row (campaigns app): the row number in its table and its locale. A held
+    # row waits for the campaign scheduler to give it a share of the workers.
+    campaign = models.ForeignKey(
+        "campaigns.Campaign",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="requests",
+    )
+    campaign_row = models.PositiveIntegerField(null=True, blank=True)
+    campaign_locale = models.CharField(max_length=35, blank=True)
+    held = models.BooleanField(default=False)
 
     objects = GenerationRequestQuerySet.as_manager()
 
@@ -767,6 +787,16 @@ class GenerationRequest(models.Model):
                 ],
                 name="request_audit_idx",
             ),
+            # A campaign's rows, newest request per row first (its contact sheet).
+            models.Index(
+                fields=["campaign", "campaign_row", "-created_at"], name="request_campaign_row_idx"
+            ),
+            # The campaign scheduler's waiting rows.
+            models.Index(
+                fields=["created_by", "created_at"],
+                condition=Q(held=True),
+                name="request_held_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -787,6 +817,72 @@ class GenerationRequest(models.Model):
     def latency_ms(self) -> int | None:
         attempt = self.attempts.filter(outcome=Attempt.Outcome.SUCCEEDED).first()
         return attempt.latency_ms if attempt else None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        created_by,
+        route: Route,
+        prompt: str,
+        width: int,
+        height: int,
+        quality: str,
+        output_format: str,
+        output_compression: int | None = None,
+        background: str = "auto",
+        n: int = 1,
+        partial_images: int = 0,
+        requested_model: str = DEFAULT_MODEL,
+        frame_version: PromptFrameVersion | None = None,
+        slot_values: dict | None = None,
+        expected_text_labels: list[str] | None = None,
+        input_sizes: Sequence[tuple[int, int]] = (),
+        operation: str = "generate",
+        conversation: Conversation | None = None,
+        parent_output: OutputImage | None = None,
+    ) -> GenerationRequest:
+        """The request as it would be recorded (unsaved): labels by the one label rule, the
+        model sent, and the estimate. `submit` saves and queues it; a campaign saves many
+        of them at once after one budget check for their total."""
+        # Whatever path built the request, its labels follow the one rule: what the prompt
+        # quotes is always expected, so no route to an image skips text inspection.
+        expected_text_labels = imagerules.expected_labels(prompt, expected_text_labels or [])
+        estimate = route.estimate(
+            prompt=prompt,
+            width=width,
+            height=height,
+            quality=quality,
+            n=n,
+            partial_images=partial_images,
+            requested_model=requested_model,
+            input_images=input_sizes,
+        )
+        return cls(
+            created_by=created_by,
+            route=route,
+            operation=operation,
+            conversation=conversation,
+            previous_response_id=conversation.last_response_id if conversation else "",
+            parent_output=parent_output,
+            prompt=prompt,
+            prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+            frame_version=frame_version,
+            slot_values=slot_values or {},
+            expected_text_labels=expected_text_labels,
+            width=width,
+            height=height,
+            quality=quality,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
+            n=n,
+            partial_images=partial_images,
+            requested_model=requested_model,
+            provider_model=route.model_sent_for(requested_model),
+            estimated_output_tokens=estimate.output_tokens,
+            estimated_cost=estimate.cost,
+        )
 
     @classmethod
     def submit(
@@ -820,50 +916,34 @@ class GenerationRequest(models.Model):
         studio's monthly budget.
         """
         images = [item for item in inputs if item.role != InputImage.Role.MASK]
-        # Whatever path built the request, its labels follow the one rule: what the prompt
-        # quotes is always expected, so no route to an image skips text inspection.
-        expected_text_labels = imagerules.expected_labels(prompt, expected_text_labels or [])
-        estimate = route.estimate(
+        request = cls.build(
+            created_by=created_by,
+            route=route,
             prompt=prompt,
             width=width,
             height=height,
             quality=quality,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
             n=n,
             partial_images=partial_images,
             requested_model=requested_model,
-            input_images=[(item.width, item.height) for item in images],
+            frame_version=frame_version,
+            slot_values=slot_values,
+            expected_text_labels=expected_text_labels,
+            input_sizes=[(item.width, item.height) for item in images],
+            operation=cls._operation_for(inputs, conversation),
+            conversation=conversation,
+            parent_output=parent_output,
         )
         stored: list[str] = []
         try:
             with transaction.atomic():
                 SubmissionFlood.enforce(created_by)
                 if not route.is_sandbox:
-                    Budget.enforce(created_by, estimate.cost)
-                request = cls.objects.create(
-                    created_by=created_by,
-                    route=route,
-                    operation=cls._operation_for(inputs, conversation),
-                    conversation=conversation,
-                    previous_response_id=conversation.last_response_id if conversation else "",
-                    parent_output=parent_output,
-                    prompt=prompt,
-                    prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-                    frame_version=frame_version,
-                    slot_values=slot_values or {},
-                    expected_text_labels=expected_text_labels,
-                    width=width,
-                    height=height,
-                    quality=quality,
-                    output_format=output_format,
-                    output_compression=output_compression,
-                    background=background,
-                    n=n,
-                    partial_images=partial_images,
-                    requested_model=requested_model,
-                    provider_model=route.model_sent_for(requested_model),
-                    estimated_output_tokens=estimate.output_tokens,
-                    estimated_cost=estimate.cost,
-                )
+                    Budget.enforce(created_by, request.estimated_cost)
+                request.save(force_insert=True)
                 for position, checked in enumerate(inputs):
                     stored.append(InputImage.store(request, position, checked).file.name)
                 transaction.on_commit(request.enqueue)
@@ -925,7 +1005,9 @@ class GenerationRequest(models.Model):
         # A delivery that arrives before a scheduled retry is due (a duplicate sent by the
         # sweep, say) does nothing; the scheduled one follows. One second allows for clocks.
         due = Q(retry_at__isnull=True) | Q(retry_at__lte=now + timedelta(seconds=1))
-        claimed = GenerationRequest.objects.filter(due, pk=self.pk, status=Status.QUEUED).update(
+        claimed = GenerationRequest.objects.filter(
+            due, pk=self.pk, status=Status.QUEUED, held=False
+        ).update(
             status=Status.RUNNING,
             started_at=Coalesce("started_at", Value(now)),
             lease_expires_at=lease,

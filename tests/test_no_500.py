@@ -131,6 +131,21 @@ EDIT_FILES = ("source", "references", "mask")
 AUDIT = ("start", "end", *AuditFilter.PARAMS, "fallback", "page")
 SANDBOX = ("model", "prompt", "size", "quality", "n", "output_format", "background", "stream")
 
+CAMPAIGN = (
+    "name",
+    "frame",
+    "template",
+    "route",
+    "size",
+    "quality",
+    "output_format",
+    "n",
+    "layout",
+    "table",
+    "file_name_pattern",
+    "action",
+)
+
 PARAMETERS = {
     "studio:home": Parameters(),
     "studio:request-list": Parameters(get=("page",)),
@@ -186,6 +201,13 @@ PARAMETERS = {
     "password_change": Parameters(post=("old_password", "new_password1", "new_password2")),
     "password_change_done": Parameters(),
     "healthz": Parameters(),
+    "campaigns:list": Parameters(get=("page",)),
+    "campaigns:new": Parameters(post=CAMPAIGN, files=("table_file",)),
+    "campaigns:detail": Parameters(get=("page", "part")),
+    "campaigns:cancel": Parameters(),
+    "campaigns:retry-failed": Parameters(),
+    "campaigns:row-again": Parameters(),
+    "campaigns:download": Parameters(),
     "sandbox:images-generations": Parameters(post=SANDBOX),
     "sandbox:images-edits": Parameters(post=SANDBOX, files=("image", "image[]", "mask")),
     "sandbox:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),

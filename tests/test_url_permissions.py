@@ -115,6 +115,13 @@ EXPECTED = {
     "audit:attempts": ("GET", ADMIN_PAGE),
     "audit:export": ("GET", ADMIN_PAGE),
     "audit:frames": ("GET", ADMIN_PAGE),
+    "campaigns:list": ("GET", DESIGNER_PAGE),
+    "campaigns:new": ("GET", DESIGNER_PAGE),
+    "campaigns:detail": ("GET", OWN_OBJECT),
+    "campaigns:cancel": ("POST", OWN_OBJECT_ACTION),
+    "campaigns:retry-failed": ("POST", OWN_OBJECT_ACTION),
+    "campaigns:row-again": ("POST", OWN_OBJECT_ACTION),
+    "campaigns:download": ("GET", OWN_OBJECT),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }

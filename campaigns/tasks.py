@@ -1,0 +1,31 @@
+"""Campaign tasks: release held rows from celery beat, and after each campaign row ends."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import task_postrun
+
+from campaigns.scheduling import release_rows
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def release_campaign_rows() -> int:
+    return release_rows()
+
+
+@task_postrun.connect
+def _release_after_a_row(sender=None, args=None, **kwargs) -> None:
+    """A campaign row that ended frees a place: fill it now rather than at the next beat."""
+    if getattr(sender, "name", "") != "studio.tasks.run_generation" or not args:
+        return
+    from studio.models import GenerationRequest
+
+    try:
+        if GenerationRequest.objects.filter(pk=args[0], campaign__isnull=False).exists():
+            release_rows()
+    except Exception:
+        log.exception("campaigns: could not release rows after request %s", args[0])
