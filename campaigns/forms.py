@@ -10,7 +10,14 @@ from campaigns import table
 from campaigns.models import DEFAULT_FILE_NAME_PATTERN
 from studio import imagerules
 from studio.forms import RouteChoiceField
-from studio.models import Budget, GenerationRequest, PromptFrame, Route
+from studio.models import (
+    DEFAULT_MODEL,
+    Budget,
+    GenerationRequest,
+    PriceSheet,
+    PromptFrame,
+    Route,
+)
 
 MAX_TABLE_BYTES = 8 * 1024 * 1024
 PREVIEW_PROMPTS = 5
@@ -170,8 +177,10 @@ class CampaignForm(forms.Form):
         if self.checked is None or not self.checked.rows or route is None:
             return preview
         total = Decimal(0)
+        sheet = PriceSheet.objects.in_force(DEFAULT_MODEL)
         for spec in self.checked.rows:
             built = GenerationRequest.build(
+                price_sheet=sheet,
                 created_by=user,
                 route=route,
                 prompt=spec.prompt,

@@ -20,9 +20,12 @@ from django.utils import timezone
 
 from studio import billing
 from studio.models import (
+    DEFAULT_MODEL,
+    LOOK_UP,
     Attempt,
     Budget,
     GenerationRequest,
+    PriceSheet,
     PromptFrameVersion,
     Route,
     Status,
@@ -221,8 +224,11 @@ class Progress:
         return parts
 
 
-def _row_request(campaign, owner, *, row, locale, prompt, slot_values, labels, settings):
+def _row_request(
+    campaign, owner, *, row, locale, prompt, slot_values, labels, settings, price_sheet=LOOK_UP
+):
     request = GenerationRequest.build(
+        price_sheet=price_sheet,
         created_by=owner,
         route=campaign.route,
         prompt=prompt,
@@ -280,6 +286,7 @@ def launch(
             row_count=len(rows),
             file_name_pattern=file_name_pattern,
         )
+        sheet = PriceSheet.objects.in_force(DEFAULT_MODEL)  # once, not once a row
         requests = [
             _row_request(
                 campaign,
@@ -296,6 +303,7 @@ def launch(
                     "output_format": spec.output_format,
                     "n": spec.n,
                 },
+                price_sheet=sheet,
             )
             for spec in rows
         ]

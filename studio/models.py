@@ -28,6 +28,7 @@ from studio.pricing import money
 from studio.uploads import CheckedImage
 
 DEFAULT_MODEL = "gpt-image-2"
+LOOK_UP = object()  # Route.estimate: look the price sheet up (the caller did not)
 DEFAULT_ASSISTANT_MODEL = "gpt-5.4"
 IMAGE_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
 
@@ -207,9 +208,13 @@ class Route(models.Model):
         partial_images: int = 0,
         requested_model: str = DEFAULT_MODEL,
         input_images: Sequence[tuple[int, int]] = (),
+        price_sheet: PriceSheet | object | None = LOOK_UP,
     ) -> pricing.Estimate:
-        """The cost estimate shown before submission and stored on the request."""
+        """The cost estimate shown before submission and stored on the request. A caller
+        estimating many requests at once may pass the sheet in force (or None) it looked up."""
         per_call = self.pricing_mode == self.PricingMode.PER_CALL
+        if price_sheet is LOOK_UP and not per_call:
+            price_sheet = PriceSheet.objects.in_force(requested_model)
         return pricing.estimate_request(
             width=width,
             height=height,
@@ -217,7 +222,7 @@ class Route(models.Model):
             n=n,
             partial_images=partial_images,
             prompt=prompt,
-            sheet=None if per_call else PriceSheet.objects.in_force(requested_model),
+            sheet=None if per_call else price_sheet,
             price_per_call=self.price_per_call if per_call else None,
             input_images=input_images,
         )
@@ -841,6 +846,7 @@ class GenerationRequest(models.Model):
         operation: str = "generate",
         conversation: Conversation | None = None,
         parent_output: OutputImage | None = None,
+        price_sheet: PriceSheet | object | None = LOOK_UP,
     ) -> GenerationRequest:
         """The request as it would be recorded (unsaved): labels by the one label rule, the
         model sent, and the estimate. `submit` saves and queues it; a campaign saves many
@@ -857,6 +863,7 @@ class GenerationRequest(models.Model):
             partial_images=partial_images,
             requested_model=requested_model,
             input_images=input_sizes,
+            price_sheet=price_sheet,
         )
         return cls(
             created_by=created_by,
