@@ -7,17 +7,10 @@ from decimal import Decimal
 from django import forms
 
 from campaigns import table
-from campaigns.models import DEFAULT_FILE_NAME_PATTERN
+from campaigns.models import DEFAULT_FILE_NAME_PATTERN, Campaign, price_sheet_for
 from studio import imagerules
 from studio.forms import RouteChoiceField
-from studio.models import (
-    DEFAULT_MODEL,
-    Budget,
-    GenerationRequest,
-    PriceSheet,
-    PromptFrame,
-    Route,
-)
+from studio.models import Budget, GenerationRequest, PromptFrame, Route
 
 MAX_TABLE_BYTES = 8 * 1024 * 1024
 PREVIEW_PROMPTS = 5
@@ -53,6 +46,13 @@ class CampaignForm(forms.Form):
         'A banner that says "{headline}".',
     )
     route = RouteChoiceField(queryset=Route.objects.none(), empty_label=None)
+    when = forms.ChoiceField(
+        label="When",
+        choices=Campaign.Mode.choices,
+        initial=Campaign.Mode.NOW,
+        required=False,
+        help_text="Batch: OpenAI's Batch API runs the rows within 24 hours at the batch price.",
+    )
     size = forms.ChoiceField(choices=imagerules.SIZE_PRESETS, initial="1024x1024")
     quality = forms.ChoiceField(choices=[(q, q) for q in imagerules.QUALITIES], initial="low")
     output_format = forms.ChoiceField(
@@ -98,6 +98,9 @@ class CampaignForm(forms.Form):
             self.initial["route"] = sandbox.pk if sandbox else None
         self.checked: table.CheckedTable | None = None
 
+    def clean_when(self) -> str:
+        return self.cleaned_data.get("when") or Campaign.Mode.NOW
+
     def clean_file_name_pattern(self) -> str:
         pattern = self.cleaned_data["file_name_pattern"]
         try:
@@ -119,6 +122,17 @@ class CampaignForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        route = data.get("route")
+        if (
+            data.get("when") == Campaign.Mode.BATCH
+            and route is not None
+            and not route.supports_batch
+        ):
+            self.add_error(
+                "when",
+                f"Route {route.name} does not take batches; run the campaign now, or choose a "
+                "route that declares batch support.",
+            )
         frame = data.get("frame")
         template = (data.get("template") or "").strip()
         if frame is None and not template:
@@ -177,7 +191,7 @@ class CampaignForm(forms.Form):
         if self.checked is None or not self.checked.rows or route is None:
             return preview
         total = Decimal(0)
-        sheet = PriceSheet.objects.in_force(DEFAULT_MODEL)
+        sheet = price_sheet_for(self.cleaned_data.get("when") or Campaign.Mode.NOW)
         for spec in self.checked.rows:
             built = GenerationRequest.build(
                 price_sheet=sheet,

@@ -8,6 +8,7 @@ held and released to the workers a fair share at a time (campaigns.scheduling).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +33,7 @@ from studio.models import (
     SubmissionFlood,
 )
 
+log = logging.getLogger(__name__)
 DEFAULT_FILE_NAME_PATTERN = "{row}-{locale}-{width}x{height}.{ext}"
 POSSIBLY_BILLED_BASES = [
     basis
@@ -59,6 +61,12 @@ class Campaign(models.Model):
     )
     route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="campaigns")
     status = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
+
+    class Mode(models.TextChoices):
+        NOW = "now", "Now (Image API)"
+        BATCH = "batch", "Within 24 h at the batch price (Batch API)"
+
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.NOW)
     row_count = models.PositiveIntegerField(default=0)
     estimated_cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     file_name_pattern = models.CharField(max_length=200, default=DEFAULT_FILE_NAME_PATTERN)
@@ -169,6 +177,7 @@ class Campaign(models.Model):
         the scheduler like the first ones."""
         if not requests:
             return []
+        sheet = price_sheet_for(self.mode)
         built = [
             _row_request(
                 self,
@@ -179,6 +188,7 @@ class Campaign(models.Model):
                 slot_values=request.slot_values,
                 labels=request.expected_text_labels,
                 settings=request.image_settings(),
+                price_sheet=sheet,
             )
             for request in requests
         ]
@@ -187,7 +197,7 @@ class Campaign(models.Model):
             _enforce_budget(by, self.route, built)
             GenerationRequest.objects.bulk_create(built)
             Campaign.objects.filter(pk=self.pk).update(status=self.State.RUNNING)
-            transaction.on_commit(_release)
+            transaction.on_commit(_start(self))
         return built
 
 
@@ -259,6 +269,31 @@ def _release() -> None:
     release_rows()
 
 
+def _start(campaign: Campaign):
+    """What runs the campaign's waiting rows once they are committed: the fair scheduler
+    (now), or a batch submitted by a worker (batch)."""
+    if campaign.mode != Campaign.Mode.BATCH:
+        return _release
+
+    def send_batch() -> None:
+        from campaigns.tasks import submit_campaign_batch
+
+        try:
+            submit_campaign_batch.delay(str(campaign.id))
+        except Exception:
+            log.exception(
+                "campaign %s: could not reach the broker; poll will not see it", campaign.id
+            )
+
+    return send_batch
+
+
+def price_sheet_for(mode: str):
+    """The price sheet a campaign's estimate uses: the batch tier for batch campaigns."""
+    tier = PriceSheet.Tier.BATCH if mode == Campaign.Mode.BATCH else PriceSheet.Tier.STANDARD
+    return PriceSheet.objects.in_force(DEFAULT_MODEL, tier=tier)
+
+
 def launch(
     *,
     owner,
@@ -268,6 +303,7 @@ def launch(
     frame_version: PromptFrameVersion | None = None,
     template: str = "",
     file_name_pattern: str = DEFAULT_FILE_NAME_PATTERN,
+    mode: str = Campaign.Mode.NOW,
 ) -> Campaign:
     """Record a campaign and its rows (RowSpecs from a valid table) in one transaction.
 
@@ -285,8 +321,9 @@ def launch(
             template=template,
             row_count=len(rows),
             file_name_pattern=file_name_pattern,
+            mode=mode,
         )
-        sheet = PriceSheet.objects.in_force(DEFAULT_MODEL)  # once, not once a row
+        sheet = price_sheet_for(mode)  # once, not once a row
         requests = [
             _row_request(
                 campaign,
@@ -314,5 +351,27 @@ def launch(
         )
         campaign.save(update_fields=["estimated_cost"])
         GenerationRequest.objects.bulk_create(requests, batch_size=500)
-        transaction.on_commit(_release)
+        transaction.on_commit(_start(campaign))
     return campaign
+
+
+class CampaignBatch(models.Model):
+    """One Batch API batch of a campaign's rows: the input file, the provider's batch, and
+    where it stands. Polled by celery beat until it is over, then settled line by line."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="batches")
+    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="+")
+    input_file_id = models.CharField(max_length=100)
+    batch_id = models.CharField(max_length=100, db_index=True)
+    provider_status = models.CharField(max_length=20, default="validating")
+    lines = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.batch_id

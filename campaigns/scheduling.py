@@ -17,7 +17,7 @@ import logging
 from collections import deque
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Count
 
 from studio.models import GenerationRequest, Status
@@ -40,13 +40,15 @@ def in_flight_by_user() -> dict[int, int]:
     return dict(rows)
 
 
-def waiting_users() -> list[int]:
-    return list(
-        GenerationRequest.objects.filter(held=True, status=Status.QUEUED)
-        .order_by()
-        .values_list("created_by", flat=True)
-        .distinct()
+def waiting() -> models.QuerySet[GenerationRequest]:
+    """Held rows of campaigns run now (a batch campaign's rows wait for their batch)."""
+    return GenerationRequest.objects.filter(held=True, status=Status.QUEUED).exclude(
+        campaign__mode="batch"
     )
+
+
+def waiting_users() -> list[int]:
+    return list(waiting().order_by().values_list("created_by", flat=True).distinct())
 
 
 def allowances() -> dict[int, int]:
@@ -78,8 +80,9 @@ def release_rows() -> int:
     with transaction.atomic():
         for user, count in allowances().items():
             rows = list(
-                GenerationRequest.objects.select_for_update(skip_locked=True)
-                .filter(created_by_id=user, held=True, status=Status.QUEUED)
+                waiting()
+                .select_for_update(skip_locked=True, of=("self",))
+                .filter(created_by_id=user)
                 .order_by("created_at", "campaign_row")
                 .only("id")[:count]
             )

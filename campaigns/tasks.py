@@ -17,6 +17,23 @@ def release_campaign_rows() -> int:
     return release_rows()
 
 
+@shared_task(ignore_result=True)
+def submit_campaign_batch(campaign_id: str) -> None:
+    from campaigns import batches
+    from campaigns.models import Campaign
+
+    campaign = Campaign.objects.select_related("route").filter(pk=campaign_id).first()
+    if campaign is not None:
+        batches.submit(campaign)
+
+
+@shared_task(ignore_result=True)
+def poll_campaign_batches() -> dict:
+    from campaigns import batches
+
+    return batches.poll()
+
+
 @task_postrun.connect
 def _release_after_a_row(sender=None, args=None, **kwargs) -> None:
     """A campaign row that ended frees a place: fill it now rather than at the next beat."""

@@ -63,6 +63,7 @@ def campaign_new(request):
                     frame_version=form.frame_version(),
                     template="" if form.cleaned_data["frame"] else form.cleaned_data["template"],
                     file_name_pattern=form.cleaned_data["file_name_pattern"],
+                    mode=form.cleaned_data["when"],
                 )
             except BudgetExceeded as refusal:
                 form.add_error(None, str(refusal))

@@ -251,6 +251,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "studio.tasks.delete_expired_outputs",
         "schedule": float(RETENTION_INTERVAL_SECONDS),
     },
+    "poll-campaign-batches": {
+        "task": "campaigns.tasks.poll_campaign_batches",
+        "schedule": float(env_int("CAMPAIGN_BATCH_POLL_SECONDS", 30)),
+    },
     "release-campaign-rows": {
         "task": "campaigns.tasks.release_campaign_rows",
         "schedule": float(env_int("CAMPAIGN_RELEASE_INTERVAL_SECONDS", 5)),
@@ -278,6 +282,8 @@ SANDBOX_BASE_URL = env_str("SANDBOX_BASE_URL", "http://127.0.0.1:8000/sandbox/v1
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
 # When set, the sandbox answers only this bearer key (its route sends it from SANDBOX_API_KEY).
 SANDBOX_API_KEY = env_str("SANDBOX_API_KEY", "")
+# The sandbox's Batch API runs a batch once it is this old (seconds) and retrieved.
+SANDBOX_BATCH_SECONDS = env_int("SANDBOX_BATCH_SECONDS", 1)
 # In production (DEBUG off) the sandbox answers nobody until SANDBOX_API_KEY is set; in
 # development any bearer key will do.
 SANDBOX_KEY_REQUIRED = not DEBUG

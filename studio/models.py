@@ -103,6 +103,10 @@ class Route(models.Model):
     supports_assistant = models.BooleanField(default=False)
     supports_streaming = models.BooleanField(default=False)
     supports_transparent = models.BooleanField(default=False)
+    supports_batch = models.BooleanField(
+        default=False,
+        help_text="Takes OpenAI's Files + Batch API (within 24 h, at the batch price).",
+    )
     assistant_model = models.CharField(
         max_length=100,
         default=DEFAULT_ASSISTANT_MODEL,
@@ -229,9 +233,15 @@ class Route(models.Model):
 
 
 class PriceSheetQuerySet(models.QuerySet):
-    def in_force(self, model: str, at=None) -> PriceSheet | None:
+    def in_force(self, model: str, at=None, tier: str = "standard") -> PriceSheet | None:
+        """The sheet for `model` at `at` (now) in a tier: standard, or batch (the Batch API's
+        prices, for calls sent in a batch)."""
         at = at or timezone.now()
-        return self.filter(model=model, effective_from__lte=at).order_by("-effective_from").first()
+        return (
+            self.filter(model=model, tier=tier, effective_from__lte=at)
+            .order_by("-effective_from")
+            .first()
+        )
 
 
 class PriceSheet(models.Model):
@@ -247,16 +257,30 @@ class PriceSheet(models.Model):
     text_output = models.DecimalField(max_digits=10, decimal_places=4)
     source = models.CharField(max_length=200, blank=True)
 
+    class Tier(models.TextChoices):
+        STANDARD = "standard", "Standard (Image API)"
+        BATCH = "batch", "Batch API"
+
+    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    to_check = models.BooleanField(
+        default=False,
+        help_text="Seeded from a published rule (the Batch API's 50% discount), not read off "
+        "the pricing page: an admin should check it there and clear this.",
+    )
+
     objects = PriceSheetQuerySet.as_manager()
 
     class Meta:
-        ordering = ["model", "-effective_from"]
+        ordering = ["model", "tier", "-effective_from"]
         constraints = [
-            models.UniqueConstraint(fields=["model", "effective_from"], name="one_sheet_per_start")
+            models.UniqueConstraint(
+                fields=["model", "effective_from", "tier"], name="one_sheet_per_start_and_tier"
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+        tier = "" if self.tier == self.Tier.STANDARD else f" ({self.get_tier_display()})"
+        return f"{self.model}{tier} from {self.effective_from:%Y-%m-%d}"
 
 
 SLOT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -1503,6 +1527,7 @@ class Attempt(models.Model):
         ended: float,
         images: int = 1,
         answer: billing.Answer = billing.Answer.COMPLETE,
+        tier: str = "standard",
     ) -> None:
         """A 200 that delivered images (`answer` INCOMPLETE when it broke after some). Billed
         when its usage (or the route's flat price) is known; possibly billed when the usage
@@ -1512,7 +1537,7 @@ class Attempt(models.Model):
         self.retry_reason = ""
         self.provider_request_id = provider_request_id
         self.http_status = http_status
-        self.settle(answer, _reading(usage), images=images)
+        self.settle(answer, _reading(usage), images=images, tier=tier)
         self.save()
 
     def record_failure(
@@ -1621,17 +1646,22 @@ class Attempt(models.Model):
         self.output_text_tokens = usage.output_text_tokens
 
     def settle(
-        self, answer: billing.Answer, usage: pricing.UsageReading | None, images: int
+        self,
+        answer: billing.Answer,
+        usage: pricing.UsageReading | None,
+        images: int,
+        tier: str = "standard",
     ) -> None:
         """Decide this attempt's billing state and cost (studio.billing) and keep what the
-        provider reported. The price sheet is the one in force for the model the provider
-        ran, else for the model requested."""
+        provider reported. The price sheet is the one in force (in the tier the call was
+        sent in: standard, or batch) for the model the provider ran, else for the model
+        requested."""
         per_call = self.route.pricing_mode == Route.PricingMode.PER_CALL
         sheet = None
         if not per_call:
             sheet = PriceSheet.objects.in_force(
-                self.model_sent, self.started_at
-            ) or PriceSheet.objects.in_force(self.model_requested, self.started_at)
+                self.model_sent, self.started_at, tier
+            ) or PriceSheet.objects.in_force(self.model_requested, self.started_at, tier)
         bill = billing.decide(
             answer,
             usage=usage,
@@ -1814,7 +1844,9 @@ class KeptImage:
     format: str
 
 
-def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -> dict:
+def call_receipt(
+    request: GenerationRequest, result, latency_ms: int, kept=(), tier: str = "standard"
+) -> dict:
     """What a worker knows of a call the provider answered: status, request ID, latency, the
     usage as read (studio.pricing.reading_to_json), what went missing, the files kept and,
     for an assistant turn, its reply. The same dict is kept in storage (keep_payload) and
@@ -1829,6 +1861,7 @@ def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -
         "usage": pricing.reading_to_json(result.usage),
         "image_count": len(result.images),
         "images": [kept_image.__dict__ for kept_image in kept],
+        "tier": tier,  # the price tier it was sent in: standard, or batch
     }
     if request.is_assistant_turn:
         receipt["assistant"] = {
@@ -1840,7 +1873,9 @@ def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -
     return receipt
 
 
-def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_ms: int) -> dict:
+def keep_payload(
+    request: GenerationRequest, attempt: Attempt, result, latency_ms: int, tier: str = "standard"
+) -> dict:
     """Save a paid call's images and its receipt to storage before any database row is
     written (or read), so a worker that dies, or loses its database, after a billed call
     leaves what the sweep needs to finish the request from what was received instead of
@@ -1855,7 +1890,7 @@ def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_m
                     name, image.sha256, len(image.data), image.width, image.height, image.format
                 )
             )
-        receipt = call_receipt(request, result, latency_ms, kept)
+        receipt = call_receipt(request, result, latency_ms, kept, tier)
         _save_with_retries(
             receipt_name(request.id, attempt.number), json.dumps(receipt).encode(), replace=True
         )
@@ -1897,6 +1932,7 @@ def record_kept_call(
                 ended=latency / 1000,
                 images=receipt.get("image_count", len(receipt["images"])),
                 answer=billing.Answer(receipt.get("answer") or billing.Answer.COMPLETE),
+                tier=receipt.get("tier") or PriceSheet.Tier.STANDARD,
             )
             assistant = receipt.get("assistant")
             if assistant is not None:

@@ -136,6 +136,7 @@ CAMPAIGN = (
     "frame",
     "template",
     "route",
+    "when",
     "size",
     "quality",
     "output_format",
@@ -211,6 +212,14 @@ PARAMETERS = {
     "sandbox:images-generations": Parameters(post=SANDBOX),
     "sandbox:images-edits": Parameters(post=SANDBOX, files=("image", "image[]", "mask")),
     "sandbox:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),
+    "sandbox:files": Parameters(post=("purpose",), files=("file",)),
+    "sandbox:file": Parameters(),
+    "sandbox:file-content": Parameters(),
+    "sandbox:batches": Parameters(
+        get=("limit", "after"), post=("input_file_id", "endpoint", "completion_window")
+    ),
+    "sandbox:batch": Parameters(),
+    "sandbox:batch-cancel": Parameters(),
 }
 
 # The Django admin's own views, by the end of their URL name; the model views read the
