@@ -24,6 +24,7 @@ import time
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignBatch
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 # A batch has 24 hours; its rows stay with it a little longer before the sweep may judge.
 BATCH_LEASE = timedelta(hours=25)
 CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"([^"]{1,100})"')
+SETTLE_CLAIM = timedelta(minutes=15)
 LINE_ERROR_REASONS = {"batch_expired": "timeout", "server_error": "provider_5xx"}
 
 
@@ -106,10 +108,19 @@ def poll() -> dict:
         if not state.is_over:
             counts["open"] += 1
             continue
+        now = timezone.now()
+        claimed = (
+            CampaignBatch.objects.filter(pk=batch.pk, settled_at__isnull=True)
+            .filter(Q(settling_since__isnull=True) | Q(settling_since__lt=now - SETTLE_CLAIM))
+            .update(settling_since=now)
+        )
+        if not claimed:
+            continue  # another poller is settling it
         try:
             settle(batch, state)
         except imagegen.ImageGenError as error:
             log.warning("batch %s: its files could not be read: %s", batch.batch_id, error)
+            CampaignBatch.objects.filter(pk=batch.pk).update(settling_since=None)  # next poll
             counts["errors"] += 1
             continue
         counts["settled"] += 1
@@ -163,6 +174,18 @@ def settle(batch: CampaignBatch, state: imagegen.BatchState) -> None:
                     "batch_output_unreadable",
                     "The batch's line for this row could not be read; the provider may have "
                     "run and billed it. It is not sent again by itself.",
+                )
+            elif state.status != "completed":
+                # A batch that expired, failed or was cancelled leaves out the lines it never
+                # ran: those are not billed.
+                _end_failed(
+                    request,
+                    attempt,
+                    "timeout" if state.status == "expired" else "unknown",
+                    None,
+                    f"batch_{state.status}",
+                    f"The batch ended {state.status} before this row ran; nothing was billed.",
+                    Answer.NOT_SENT,
                 )
             else:
                 _possibly_billed(
@@ -259,10 +282,22 @@ def _end_failed(
             answer=answer,
             usage=usage,
         )
-        request.fail(reason, message)
+        if not request.fail(reason, message):
+            request.recount_cost()  # cancelled meanwhile: its cost follows the attempt
 
 
 def _possibly_billed(request, attempt, state: str, message: str) -> None:
     with transaction.atomic():
         attempt.mark_unknown(message)
-        request.fail(state, message)
+        if not request.fail(state, message):
+            request.recount_cost()
+
+
+def cancel_open_batches(campaign: Campaign) -> None:
+    """Ask the provider to stop the campaign's batches still open; their rows are settled
+    by poll as the batches end (what already ran is paid for and recorded)."""
+    for batch in campaign.batches.filter(settled_at__isnull=True).select_related("route"):
+        try:
+            imagegen.cancel_batch(batch.route, batch.batch_id)
+        except imagegen.ImageGenError as error:
+            log.warning("batch %s: could not be cancelled: %s", batch.batch_id, error)

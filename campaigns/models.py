@@ -155,6 +155,10 @@ class Campaign(models.Model):
             ):
                 cancelled += request.cancel(by)
         self.refresh_from_db(fields=["status"])
+        if self.mode == self.Mode.BATCH:
+            from campaigns.batches import cancel_open_batches
+
+            cancel_open_batches(self)
         return cancelled
 
     def retry_failed(self, by) -> tuple[int, int]:
@@ -367,6 +371,9 @@ class CampaignBatch(models.Model):
     lines = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     polled_at = models.DateTimeField(null=True, blank=True)
+    # One poller settles a batch: it claims it first (a claim older than SETTLE_CLAIM is
+    # taken to be a poller that died, and is taken over).
+    settling_since = models.DateTimeField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True, db_index=True)
     note = models.TextField(blank=True)
 

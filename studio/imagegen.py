@@ -648,3 +648,12 @@ def batch_line_result(response: dict, request) -> GenerationResult:
     if len(images) < request.n:
         note = f"The provider delivered {len(images)} of the {request.n} images asked for."
     return GenerationResult(images[: request.n], usage, provider_request_id, 200, note=note)
+
+
+def cancel_batch(route, batch_id: str) -> BatchState:
+    """Ask the provider to stop a batch; lines it has not run are not billed."""
+    try:
+        batch = client_for(route).batches.cancel(batch_id)
+    except openai.APIError as error:
+        raise classify(error) from error
+    return BatchState(batch.id, batch.status, batch.output_file_id, batch.error_file_id)

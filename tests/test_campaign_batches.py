@@ -5,6 +5,7 @@ every line an Attempt with its own usage and cost, priced at the batch tier."""
 from __future__ import annotations
 
 import io
+import time
 from decimal import Decimal
 
 import pytest
@@ -161,3 +162,71 @@ def test_a_route_without_batches_is_refused_on_the_form(client, designer, sandbo
     )
     assert "does not take batches" in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_cancelling_a_batch_campaign_cancels_the_batch_and_bills_nothing(
+    batch_route, designer, settings, monkeypatch
+):
+    monkeypatch.setattr("campaigns.models._start", lambda campaign: lambda: None)
+    settings.SANDBOX_BATCH_SECONDS = 3600  # the batch would run an hour from now
+    checked = check_free("product,headline\nlamp,LUMA\nchair,SIT\n", TEMPLATE)
+    campaign = launch(
+        owner=designer,
+        name="Batch",
+        route=batch_route,
+        rows=checked.rows,
+        template=TEMPLATE,
+        mode=Campaign.Mode.BATCH,
+    )
+    submitted = batches.submit(campaign)
+    assert campaign.progress().running == 2
+    assert campaign.cancel_remaining(designer) == 2
+    batches.poll()
+    submitted.refresh_from_db()
+    assert submitted.provider_status == "cancelled" and submitted.settled_at is not None
+    for request in campaign.current_requests():
+        assert request.status == Status.CANCELLED
+        attempt = request.attempts.get()
+        assert (attempt.billing, attempt.error_code) == ("not_billed", "batch_cancelled")
+        assert request.cost == 0 and request.exposure is None
+
+
+@pytest.mark.usefixtures("ledger_checked")
+def test_a_worker_submits_the_batch_of_a_campaign_launched_from_its_page(
+    client, batch_route, designer, celery_worker, settings
+):
+    settings.MEDIA_ROOT = celery_worker.media_root
+    client.force_login(designer)
+    response = client.post(
+        "/campaigns/new/",
+        {
+            "name": "Overnight",
+            "template": TEMPLATE,
+            "route": batch_route.pk,
+            "when": "batch",
+            "size": "1024x1024",
+            "quality": "low",
+            "output_format": "png",
+            "n": "1",
+            "layout": "table",
+            "table": "product,headline\nlamp,LUMA\nchair,SIT\n",
+            "file_name_pattern": "{row}.{ext}",
+            "action": "launch",
+        },
+    )
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    deadline = time.monotonic() + 30
+    while not campaign.batches.exists():
+        assert time.monotonic() < deadline, "the worker never submitted the batch"
+        time.sleep(0.2)
+    from campaigns.tasks import poll_campaign_batches
+
+    while campaign.progress().running:
+        assert time.monotonic() < deadline + 30, "the batch never ended"
+        poll_campaign_batches.delay()  # as celery beat would
+        time.sleep(0.5)
+    progress = campaign.progress()
+    assert progress.succeeded == 2
+    page = client.get(campaign.get_absolute_url()).content.decode()
+    assert "Succeeded: 2" in page and campaign.batches.get().batch_id in page
