@@ -136,3 +136,26 @@ def test_the_review_queue_narrows_to_one_campaign(
     assert str(outputs[1].request_id) in body
     assert str(other.id) not in body
     assert client.get(reverse("review:queue"), {"campaign": "nonsense"}).status_code == 200
+
+
+def test_the_reviewer_steps_through_one_campaign_with_j_and_k(
+    client, reviewer, reviewed, designer, sandbox_route
+):
+    campaign, outputs = reviewed
+    OutputImage.objects.filter(pk__in=[o.pk for o in outputs]).update(review_status="awaiting")
+    other = GenerationRequest.submit(
+        created_by=designer,
+        route=sandbox_route,
+        prompt="p",
+        width=1024,
+        height=1024,
+        quality="low",
+        output_format="png",
+    )
+    outside = succeed_with_image(other, (1, 2, 3, 255))
+    client.force_login(reviewer)
+    page = client.get(
+        reverse("review:output", args=[outputs[0].id]), {"campaign": str(campaign.id)}
+    ).content.decode()
+    assert f"{reverse('review:output', args=[outputs[1].id])}?campaign={campaign.id}" in page
+    assert str(outside.id) not in page
