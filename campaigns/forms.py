@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import io
 import string
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from django import forms
@@ -10,7 +12,8 @@ from campaigns import table
 from campaigns.models import DEFAULT_FILE_NAME_PATTERN, Campaign, price_sheet_for
 from studio import imagerules
 from studio.forms import RouteChoiceField
-from studio.models import Budget, GenerationRequest, PromptFrame, Route
+from studio.models import Budget, GenerationRequest, OutputImage, PromptFrame, Route
+from studio.uploads import Role, UploadRejected, read_input_image
 
 MAX_TABLE_BYTES = 8 * 1024 * 1024
 PREVIEW_PROMPTS = 5
@@ -28,6 +31,41 @@ class CampaignPreview:
     row_count: int = 0
     budgets: list = field(default_factory=list)  # (budget, remaining)
     fits: bool = True
+
+
+def source_reader(user) -> table.SourceReader:
+    """Read a `source` cell: the ID of a final output this user may see, its file checked by
+    the same upload rules as the edit page's source (ValueError says what is wrong)."""
+    visible = GenerationRequest.objects.visible_to(user)
+
+    def read(value: str):
+        try:
+            output_id = uuid.UUID(value) if len(value) <= 36 else None
+        except ValueError:
+            output_id = None
+        if output_id is None:
+            raise ValueError(f"{value[:40]!r} is not an output ID.")
+        output = OutputImage.objects.filter(
+            pk=output_id,
+            request__in=visible,
+            kind=OutputImage.Kind.FINAL,
+            deleted_at__isnull=True,
+        ).first()
+        if output is None:
+            raise ValueError(f"no output {output_id} that you may edit.")
+        try:
+            data = output.read()
+        except OSError:
+            raise ValueError(f"the file of output {output_id} is no longer stored.") from None
+        try:
+            checked = read_input_image(
+                io.BytesIO(data), len(data), f"output {output_id}", Role.SOURCE
+            )
+        except UploadRejected as problem:
+            raise ValueError(str(problem)) from None
+        return replace(checked, from_output=output)
+
+    return read
 
 
 class CampaignForm(forms.Form):
@@ -86,11 +124,10 @@ class CampaignForm(forms.Form):
         help_text="File names in the download: " + ", ".join(f"{{{f}}}" for f in FILE_NAME_FIELDS),
     )
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, user=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["frame"].queryset = PromptFrame.objects.active().filter(
-            operation=PromptFrame.Operation.GENERATE
-        )
+        self.user = user
+        self.fields["frame"].queryset = PromptFrame.objects.active()
         routes = Route.objects.filter(enabled=True)
         self.fields["route"].queryset = routes
         if "route" not in self.initial:
@@ -153,7 +190,13 @@ class CampaignForm(forms.Form):
             n=data.get("n") or 1,
         )
         renderer = frame.current_version if frame else table.free_prompt_frame(template)
-        self.checked = table.check(rows, renderer, defaults)
+        reader = source_reader(self.user) if self.user is not None else None
+        self.checked = table.check(rows, renderer, defaults, reader)
+        if data.get("when") == Campaign.Mode.BATCH and any(r.source for r in self.checked.rows):
+            self.add_error(
+                "when",
+                "Edits run now: the Batch API tier here takes generations only.",
+            )
         if self.checked.problems:
             count = len(self.checked.problems)
             self.add_error(
@@ -203,6 +246,7 @@ class CampaignForm(forms.Form):
                 quality=spec.quality,
                 output_format=spec.output_format,
                 n=spec.n,
+                input_sizes=[(spec.source.width, spec.source.height)] if spec.source else (),
             )
             if built.estimated_cost is None:
                 total = None

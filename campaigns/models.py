@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.urls import reverse
@@ -26,6 +27,7 @@ from studio.models import (
     Attempt,
     Budget,
     GenerationRequest,
+    InputImage,
     PriceSheet,
     PromptFrameVersion,
     Route,
@@ -193,16 +195,25 @@ class Campaign(models.Model):
                 labels=request.expected_text_labels,
                 settings=request.image_settings(),
                 price_sheet=sheet,
+                source=_source_of(request),
             )
             for request in requests
         ]
         with transaction.atomic():
             SubmissionFlood.enforce(by)
             _enforce_budget(by, self.route, built)
-            GenerationRequest.objects.bulk_create(built)
+            _create_rows(built)
             Campaign.objects.filter(pk=self.pk).update(status=self.State.RUNNING)
             transaction.on_commit(_start(self))
         return built
+
+
+def _source_of(request: GenerationRequest):
+    """The checked source image an edit row was run with, to run it again."""
+    if not request.is_edit:
+        return None
+    source = request.source_input
+    return None if source is None else source.checked()
 
 
 @dataclass(frozen=True)
@@ -239,9 +250,28 @@ class Progress:
 
 
 def _row_request(
-    campaign, owner, *, row, locale, prompt, slot_values, labels, settings, price_sheet=LOOK_UP
+    campaign,
+    owner,
+    *,
+    row,
+    locale,
+    prompt,
+    slot_values,
+    labels,
+    settings,
+    price_sheet=LOOK_UP,
+    source=None,
 ):
+    """One row's request, unsaved; with a source (a checked image) it is an edit of it."""
+    edit = {}
+    if source is not None:
+        edit = {
+            "operation": GenerationRequest.Operation.EDIT,
+            "input_sizes": [(source.width, source.height)],
+            "parent_output": source.from_output,
+        }
     request = GenerationRequest.build(
+        **edit,
         price_sheet=price_sheet,
         created_by=owner,
         route=campaign.route,
@@ -255,7 +285,31 @@ def _row_request(
     request.campaign_row = row
     request.campaign_locale = locale
     request.held = True
+    request.source = source  # stored with the row once it is saved (_store_sources)
     return request
+
+
+def _store_sources(requests: list[GenerationRequest]) -> list[str]:
+    """Keep each edit row's source under inputs/<request-id>/, as the edit page does; the
+    names stored, for the caller to delete if the transaction fails."""
+    stored = []
+    for request in requests:
+        if getattr(request, "source", None) is not None:
+            stored.append(InputImage.store(request, 0, request.source).file.name)
+    return stored
+
+
+def _create_rows(requests: list[GenerationRequest]) -> None:
+    """Insert the rows and their sources; inside the caller's transaction. Files stored
+    before a failure are deleted (the rows roll back with the transaction)."""
+    stored: list[str] = []
+    try:
+        GenerationRequest.objects.bulk_create(requests, batch_size=500)
+        stored = _store_sources(requests)
+    except BaseException:
+        for name in stored:
+            default_storage.delete(name)
+        raise
 
 
 def _enforce_budget(owner, route: Route, requests: list[GenerationRequest]) -> None:
@@ -345,6 +399,7 @@ def launch(
                     "n": spec.n,
                 },
                 price_sheet=sheet,
+                source=spec.source,
             )
             for spec in rows
         ]
@@ -354,7 +409,7 @@ def launch(
             None if any(e is None for e in estimates) else sum(estimates, Decimal(0))
         )
         campaign.save(update_fields=["estimated_cost"])
-        GenerationRequest.objects.bulk_create(requests, batch_size=500)
+        _create_rows(requests)
         transaction.on_commit(_start(campaign))
     return campaign
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from studio import imagerules
 from studio.models import MAX_SLOT_CHARS, PLACEHOLDER_PATTERN, PromptFrame, SlotErrors
+from studio.uploads import CheckedImage
 
 # Columns every campaign table may have besides its slots.
-SETTING_COLUMNS = ("locale", "size", "quality", "output_format", "n")
+SETTING_COLUMNS = ("locale", "size", "quality", "output_format", "n", "source")
 MAX_IMAGES_PER_ROW = 10
 # BCP 47 in the shape people write it: en, en-GB, pt-BR, zh-Hans-CN, es-419.
 LOCALE_PATTERN = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}$")
@@ -69,6 +71,11 @@ class RowSpec:
     n: int
     prompt: str
     labels: list[str]
+    source: CheckedImage | None = None  # an edit row: the image it edits, checked
+
+
+# Reads a `source` cell (an output ID): the checked image, or raises ValueError naming why not.
+SourceReader = Callable[[str], CheckedImage]
 
 
 @dataclass
@@ -133,9 +140,13 @@ def matrix_to_rows(text: str) -> list[list[str]]:
     return table
 
 
-def check(rows: list[list[str]], frame, defaults: Defaults) -> CheckedTable:
+def check(
+    rows: list[list[str]], frame, defaults: Defaults, read_source: SourceReader | None = None
+) -> CheckedTable:
     """Check every row of the table against the frame (a PromptFrameVersion, or the free
-    prompt's frame) at once: each problem named by row and column."""
+    prompt's frame) at once: each problem named by row and column. An edit frame needs a
+    `source` column (an output ID per row, read by `read_source` through the upload
+    checks); without `read_source` the column is refused."""
     table = CheckedTable()
     if not rows:
         table.problems.append(
@@ -169,6 +180,18 @@ def check(rows: list[list[str]], frame, defaults: Defaults) -> CheckedTable:
         elif columns.index(name) != position - 1:
             table.problems.append(Problem("appears twice in the header.", column=name))
             header_ok = False
+    is_edit = getattr(frame, "operation", "generate") == PromptFrame.Operation.EDIT
+    if is_edit and "source" not in columns:
+        table.problems.append(
+            Problem(
+                f"missing: the {frame.name} frame edits an image; name it by output ID.",
+                column="source",
+            )
+        )
+        header_ok = False
+    if "source" in columns and read_source is None:
+        table.problems.append(Problem("this table cannot take source images.", column="source"))
+        header_ok = False
     for name, slot in slots.items():
         if slot.required and name not in columns:
             table.problems.append(
@@ -179,14 +202,29 @@ def check(rows: list[list[str]], frame, defaults: Defaults) -> CheckedTable:
             header_ok = False
     if not header_ok:
         return table
+    sources: dict[str, CheckedImage | str] = {}
+
+    def source_for(value: str) -> CheckedImage | str:
+        """Each source once, however many rows edit it: the image, or what is wrong."""
+        if value not in sources:
+            try:
+                sources[value] = read_source(value)
+            except ValueError as problem:
+                sources[value] = str(problem)
+        return sources[value]
+
     for number, cells in enumerate(data, start=1):
-        spec = _check_row(number, cells, columns, slots, frame, defaults, table.problems)
+        spec = _check_row(
+            number, cells, columns, slots, frame, defaults, table.problems, source_for, is_edit
+        )
         if spec is not None:
             table.rows.append(spec)
     return table
 
 
-def _check_row(number, cells, columns, slots, frame, defaults, problems) -> RowSpec | None:
+def _check_row(
+    number, cells, columns, slots, frame, defaults, problems, source_for, is_edit
+) -> RowSpec | None:
     if not any(cell.strip() for cell in cells):
         problems.append(Problem("empty row.", number))
         return None
@@ -219,6 +257,16 @@ def _check_row(number, cells, columns, slots, frame, defaults, problems) -> RowS
             Problem(f"{locale!r} is not a locale such as en-GB or pt-BR.", number, "locale")
         )
     width, height = defaults.width, defaults.height
+    source = None
+    if raw_source := row.get("source", "").strip():
+        looked_up = source_for(raw_source)
+        if isinstance(looked_up, str):
+            problems.append(Problem(looked_up, number, "source"))
+        else:
+            source = looked_up
+            width, height = imagerules.edit_output_size(source.width, source.height)
+    elif is_edit:
+        problems.append(Problem("the output ID of the image this row edits.", number, "source"))
     if size := row.get("size", "").strip():
         parsed = imagerules.parse_size(size)
         if parsed is None:
@@ -275,4 +323,5 @@ def _check_row(number, cells, columns, slots, frame, defaults, problems) -> RowS
         n=n,
         prompt=rendered.prompt,
         labels=labels,
+        source=source,
     )

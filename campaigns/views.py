@@ -48,7 +48,7 @@ def campaign_list(request):
 def campaign_new(request):
     """Paste or upload a table, check every row at once, see prompts and the estimate, then
     launch: nothing is queued until the whole table is valid."""
-    form = CampaignForm(request.POST or None, request.FILES or None)
+    form = CampaignForm(request.POST or None, request.FILES or None, user=request.user)
     preview = None
     status = 200
     if request.method == "POST" and form.is_valid():
