@@ -213,10 +213,15 @@ class CampaignForm(forms.Form):
                 self.add_error("table_file", f"At most {MAX_TABLE_BYTES // (1024 * 1024)} MB.")
                 return None
             try:
-                return table.decode(upload.read())
+                text = table.decode(upload.read())
             except ValueError as problem:
                 self.add_error("table_file", str(problem))
                 return None
+            # Shown in the paste box from now on: a browser does not send a chosen file
+            # again, and "Launch" after "Check the table" must launch what was checked.
+            self.data = self.data.copy()
+            self.data["table"] = text
+            return text
         text = data.get("table") or ""
         if not text.strip():
             self.add_error("table", "Paste a table or upload a file.")

@@ -233,6 +233,13 @@ def test_an_uploaded_latin1_file_is_a_form_error(signed_in, sandbox_route):
     assert "The file is not UTF-8 text" in response.content.decode()
 
 
+def test_a_checked_upload_stays_in_the_page_for_the_launch(signed_in, sandbox_route):
+    upload = SimpleUploadedFile("t.tsv", "product\theadline\nlampe\tÉTÉ\n".encode())
+    response = new_campaign(signed_in, route=sandbox_route.pk, table_file=upload)
+    assert "product\theadline\nlampe\tÉTÉ" in response.content.decode()
+    assert response.context["form"]["table"].value() == "product\theadline\nlampe\tÉTÉ\n"
+
+
 def test_launch_redirects_to_the_campaign_page(signed_in, sandbox_route, monkeypatch):
     monkeypatch.setattr("campaigns.models._release", lambda: None)
     upload = SimpleUploadedFile("t.csv", b"\xef\xbb\xbfproduct,headline\nlamp,LUMA\n")
