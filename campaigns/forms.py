@@ -178,9 +178,14 @@ class CampaignForm(forms.Form):
         text = self._table_text(data)
         if text is None:
             return data
-        rows = (
-            table.matrix_to_rows(text) if data.get("layout") == "matrix" else table.read_rows(text)
-        )
+        try:
+            if data.get("layout") == "matrix":
+                rows = table.matrix_to_rows(text)
+            else:
+                rows = table.read_rows(text)
+        except ValueError as problem:
+            self.add_error("table_file" if data.get("table_file") else "table", str(problem))
+            return data
         width, height = imagerules.parse_size(data.get("size") or "") or (1024, 1024)
         defaults = table.Defaults(
             width=width,

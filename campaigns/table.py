@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from studio import imagerules
+from studio.middleware import CONTROL_CHARACTERS
 from studio.models import MAX_SLOT_CHARS, PLACEHOLDER_PATTERN, PromptFrame, SlotErrors
 from studio.uploads import CheckedImage
 
@@ -115,11 +116,16 @@ def decode(raw: bytes) -> str:
 def read_rows(text: str) -> list[list[str]]:
     """The table's cells, header first. Tab-separated when the header line has a tab, else
     comma-separated; blank lines at the very end are dropped, other blank lines stay (as
-    empty rows, which the check refuses)."""
+    empty rows, which the check refuses). ValueError names the line csv cannot read."""
     text = text.removeprefix("\ufeff")
     header_line = text.split("\n", 1)[0]
     dialect = "excel-tab" if "\t" in header_line else "excel"
-    rows = list(csv.reader(io.StringIO(text, newline=""), dialect=dialect))
+    reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
+    try:
+        rows = list(reader)
+    except csv.Error as error:
+        # A NUL byte, or a cell past the csv module's field limit (128 KiB).
+        raise ValueError(f"The table cannot be read at line {reader.line_num}: {error}.") from None
     while rows and not any(cell.strip() for cell in rows[-1]):
         rows.pop()
     return rows
@@ -235,6 +241,18 @@ def _check_row(
         return None
     found = len(problems)
     row = dict(zip(columns, cells, strict=True))
+    for name, value in row.items():
+        if control := CONTROL_CHARACTERS.search(value):
+            problems.append(
+                Problem(
+                    f"holds a control character (U+{ord(control.group()):04X}), which no "
+                    "field of the studio accepts.",
+                    number,
+                    name,
+                )
+            )
+    if len(problems) > found:
+        return None
     values = {}
     for name in slots:
         value = row.get(name, "")

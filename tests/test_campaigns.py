@@ -240,6 +240,16 @@ def test_a_checked_upload_stays_in_the_page_for_the_launch(signed_in, sandbox_ro
     assert response.context["form"]["table"].value() == "product\theadline\nlampe\tÉTÉ\n"
 
 
+def test_a_file_csv_cannot_read_is_a_form_error_naming_its_line(signed_in, sandbox_route):
+    upload = SimpleUploadedFile("t.csv", b"product,headline\nlamp,LUMA\nla\x00mp,x\n")
+    response = new_campaign(signed_in, route=sandbox_route.pk, table_file=upload)
+    assert response.status_code == 200
+    assert "Row 2, column product: holds a control character (U+0000)" in response.content.decode()
+    huge = "product,headline\n" + "x" * 200_000 + ",L\n"
+    response = new_campaign(signed_in, route=sandbox_route.pk, table=huge)
+    assert "The table cannot be read at line 2" in response.content.decode()
+
+
 def test_launch_redirects_to_the_campaign_page(signed_in, sandbox_route, monkeypatch):
     monkeypatch.setattr("campaigns.models._release", lambda: None)
     upload = SimpleUploadedFile("t.csv", b"\xef\xbb\xbfproduct,headline\nlamp,LUMA\n")
