@@ -14,6 +14,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 
+from django.core.files.base import ContentFile
 from django.db.models import Prefetch
 
 from review.audit import _text as spreadsheet_text
@@ -163,6 +164,40 @@ def zip_chunks(campaign) -> Iterator[bytes]:
             writer.writerow(manifest_row(output, name))
         archive.writestr("manifest.csv", manifest.getvalue())
     yield pipe.take()
+
+
+PUBLISH_STORAGE = "campaign_publish"
+
+
+def publish(campaign) -> int:
+    """Copy the approved outputs (named as in the ZIP) and manifest.csv to the
+    `campaign_publish` storage (S3 through django-storages when CAMPAIGN_PUBLISH_BUCKET is
+    set) under <CAMPAIGN_PUBLISH_PREFIX>/<campaign-id>/; returns how many images. Copying
+    again replaces what was published."""
+    from django.conf import settings
+    from django.core.files.storage import storages
+
+    target = storages[PUBLISH_STORAGE]
+    folder = f"{settings.CAMPAIGN_PUBLISH_PREFIX.strip('/')}/{campaign.id}".lstrip("/")
+    taken: set[str] = set()
+    manifest = io.StringIO()
+    writer = csv.writer(manifest)
+    writer.writerow(MANIFEST_COLUMNS)
+    published = 0
+    for output in approved_outputs(campaign).iterator(chunk_size=200):
+        name = _unique(file_name(campaign.file_name_pattern, output), taken)
+        try:
+            handle = output.file.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            target.delete(f"{folder}/{name}")
+            target.save(f"{folder}/{name}", handle)
+        writer.writerow(manifest_row(output, name))
+        published += 1
+    target.delete(f"{folder}/manifest.csv")
+    target.save(f"{folder}/manifest.csv", ContentFile(manifest.getvalue().encode()))
+    return published
 
 
 def read_manifest(data: bytes) -> list[dict[str, str]]:

@@ -34,6 +34,15 @@ def poll_campaign_batches() -> dict:
     return batches.poll()
 
 
+@shared_task(ignore_result=True)
+def publish_campaign(campaign_id: str) -> int:
+    from campaigns import delivery
+    from campaigns.models import Campaign
+
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    return 0 if campaign is None else delivery.publish(campaign)
+
+
 @task_postrun.connect
 def _release_after_a_row(sender=None, args=None, **kwargs) -> None:
     """A campaign row that ended frees a place: fill it now rather than at the next beat."""

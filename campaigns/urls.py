@@ -13,4 +13,5 @@ urlpatterns = [
     path("<uuid:campaign_id>/retry-failed", views.campaign_retry_failed, name="retry-failed"),
     path("<uuid:campaign_id>/rows/<int:row>/again", views.campaign_row_again, name="row-again"),
     path("<uuid:campaign_id>/download.zip", views.campaign_download, name="download"),
+    path("<uuid:campaign_id>/publish", views.campaign_publish, name="publish"),
 ]

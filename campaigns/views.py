@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -107,6 +108,7 @@ def campaign_detail(request, campaign_id):
         "page": page,
         "may_change": campaign.owner_id == request.user.pk or has_role(request.user, "admin"),
         "is_reviewer": has_role(request.user, "reviewer", "admin"),
+        "may_publish": publishing_configured(),
     }
     return render(request, "campaigns/campaign_detail.html", context)
 
@@ -153,6 +155,33 @@ def campaign_row_again(request, campaign_id, row):
     else:
         messages.info(request, f"Row {row} queued again as request {again.id}.")
     return redirect(campaign)
+
+
+@role_required(*DESIGNER_ROLES)
+@require_POST
+def campaign_publish(request, campaign_id):
+    """Publish the approved outputs to the S3 prefix, in a worker."""
+    campaign = _get_campaign_for_owner(request.user, campaign_id)
+    if not publishing_configured():
+        messages.error(request, "Publishing is not set up: an admin sets CAMPAIGN_PUBLISH_BUCKET.")
+        return redirect(campaign)
+    from campaigns.tasks import publish_campaign
+
+    try:
+        publish_campaign.delay(str(campaign.id))
+    except Exception:
+        messages.error(request, "The workers cannot be reached; publish again in a moment.")
+    else:
+        messages.info(
+            request,
+            f"Publishing the approved outputs to {settings.CAMPAIGN_PUBLISH_BUCKET}/"
+            f"{settings.CAMPAIGN_PUBLISH_PREFIX}/{campaign.id}/.",
+        )
+    return redirect(campaign)
+
+
+def publishing_configured() -> bool:
+    return delivery.PUBLISH_STORAGE in settings.STORAGES
 
 
 @login_required

@@ -207,6 +207,20 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# Campaigns: approved files published to an S3 prefix (a bucket of their own) when named.
+CAMPAIGN_PUBLISH_BUCKET = env_str("CAMPAIGN_PUBLISH_BUCKET", "")
+CAMPAIGN_PUBLISH_PREFIX = env_str("CAMPAIGN_PUBLISH_PREFIX", "campaigns")
+if CAMPAIGN_PUBLISH_BUCKET:
+    STORAGES["campaign_publish"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CAMPAIGN_PUBLISH_BUCKET,
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            "default_acl": None,
+            "file_overwrite": True,
+        },
+    }
 
 # Celery: the row in the database says what happened; the broker only carries ids.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -17,6 +17,7 @@ from review.models import decide, inspect_text
 from studio.models import Attempt, GenerationRequest, OutputImage, Status
 from tests.conftest import png
 from tests.test_campaigns import FREE, check_free
+from tests.test_storage_s3 import s3_endpoint  # noqa: F401  (the local S3 server fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -159,3 +160,52 @@ def test_the_reviewer_steps_through_one_campaign_with_j_and_k(
     ).content.decode()
     assert f"{reverse('review:output', args=[outputs[1].id])}?campaign={campaign.id}" in page
     assert str(outside.id) not in page
+
+
+PUBLISH_BUCKET = "studio-test-published"
+
+
+def test_publishing_copies_the_approved_files_and_manifest_to_the_s3_prefix(
+    reviewed,
+    s3_endpoint,  # noqa: F811  (the fixture imported above)
+    settings,
+    monkeypatch,
+):
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=PUBLISH_BUCKET)
+    settings.CAMPAIGN_PUBLISH_PREFIX = "deliveries"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        delivery.PUBLISH_STORAGE: {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": PUBLISH_BUCKET,
+                "endpoint_url": s3_endpoint,
+                "region_name": "us-east-1",
+                "default_acl": None,
+                "file_overwrite": True,
+            },
+        },
+    }
+    campaign, outputs = reviewed
+    assert delivery.publish(campaign) == 2
+    assert delivery.publish(campaign) == 2  # again: replaced, not duplicated
+    keys = sorted(item["Key"] for item in client.list_objects_v2(Bucket=PUBLISH_BUCKET)["Contents"])
+    folder = f"deliveries/{campaign.id}"
+    assert keys == [
+        f"{folder}/1-de-DE-64x64.png",
+        f"{folder}/3-und-64x64.png",
+        f"{folder}/manifest.csv",
+    ]
+    body = client.get_object(Bucket=PUBLISH_BUCKET, Key=f"{folder}/1-de-DE-64x64.png")["Body"]
+    assert body.read() == outputs[0].read()
+    manifest = client.get_object(Bucket=PUBLISH_BUCKET, Key=f"{folder}/manifest.csv")["Body"]
+    assert str(outputs[0].request_id) in manifest.read().decode()

@@ -209,6 +209,7 @@ PARAMETERS = {
     "campaigns:retry-failed": Parameters(),
     "campaigns:row-again": Parameters(),
     "campaigns:download": Parameters(),
+    "campaigns:publish": Parameters(),
     "sandbox:images-generations": Parameters(post=SANDBOX),
     "sandbox:images-edits": Parameters(post=SANDBOX, files=("image", "image[]", "mask")),
     "sandbox:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),

@@ -122,6 +122,7 @@ EXPECTED = {
     "campaigns:retry-failed": ("POST", OWN_OBJECT_ACTION),
     "campaigns:row-again": ("POST", OWN_OBJECT_ACTION),
     "campaigns:download": ("GET", OWN_OBJECT),
+    "campaigns:publish": ("POST", OWN_OBJECT_ACTION),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }
