@@ -87,6 +87,7 @@ bench: install-test system-test-deps
 	BENCH_DATABASE_URL=$(BENCH_POSTGRES)/studio_bench_flight $(BIN)/python -m tests.bench.concurrency
 	$(BIN)/python -m tests.bench.audit
 	$(BIN)/python -m tests.bench.gallery
+	$(BIN)/python -m tests.bench.campaigns
 	$(BIN)/python -m tests.bench.ocr
 	LEDGER_SCHEDULES=10000 VAR_DIR=$(CURDIR)/var/bench $(BIN)/python -m pytest -q -s -p no:randomly \
 		tests/test_ledger_machine.py

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "studio",
     "studio.sandbox",
     "review",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -235,6 +236,20 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# Campaigns: approved files published to an S3 prefix (a bucket of their own) when named.
+CAMPAIGN_PUBLISH_BUCKET = env_str("CAMPAIGN_PUBLISH_BUCKET", "")
+CAMPAIGN_PUBLISH_PREFIX = env_str("CAMPAIGN_PUBLISH_PREFIX", "campaigns")
+if CAMPAIGN_PUBLISH_BUCKET:
+    STORAGES["campaign_publish"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CAMPAIGN_PUBLISH_BUCKET,
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            "default_acl": None,
+            "file_overwrite": True,
+        },
+    }
 
 # Celery: the row in the database says what happened; the broker only carries ids.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -286,6 +301,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "studio.tasks.delete_expired_outputs",
         "schedule": float(RETENTION_INTERVAL_SECONDS),
     },
+    "poll-campaign-batches": {
+        "task": "campaigns.tasks.poll_campaign_batches",
+        "schedule": float(env_int("CAMPAIGN_BATCH_POLL_SECONDS", 30)),
+    },
+    "release-campaign-rows": {
+        "task": "campaigns.tasks.release_campaign_rows",
+        "schedule": float(env_int("CAMPAIGN_RELEASE_INTERVAL_SECONDS", 5)),
+    },
     "refresh-audit-rollups": {
         "task": "review.tasks.refresh_audit_rollups",
         "schedule": float(env_int("AUDIT_ROLLUP_INTERVAL_SECONDS", 600)),
@@ -309,6 +332,8 @@ SANDBOX_BASE_URL = env_str("SANDBOX_BASE_URL", "http://127.0.0.1:8000/sandbox/v1
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
 # When set, the sandbox answers only this bearer key (its route sends it from SANDBOX_API_KEY).
 SANDBOX_API_KEY = env_str("SANDBOX_API_KEY", "")
+# The sandbox's Batch API runs a batch once it is this old (seconds) and retrieved.
+SANDBOX_BATCH_SECONDS = env_int("SANDBOX_BATCH_SECONDS", 1)
 # In production (DEBUG off) the sandbox answers nobody until SANDBOX_API_KEY is set; in
 # development any bearer key will do.
 SANDBOX_KEY_REQUIRED = not DEBUG
@@ -412,6 +437,11 @@ PROVIDER_MAX_KEEPALIVE = env_int("PROVIDER_MAX_KEEPALIVE", 200)
 
 # Submissions per user per minute; a flood beyond it is answered 429.
 SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
+# Campaigns: rows in one table; campaign rows with the workers at once (all users), and at
+# most this many per user (each waiting user gets an equal share of the first).
+CAMPAIGN_MAX_ROWS = env_int("CAMPAIGN_MAX_ROWS", 10_000)
+CAMPAIGN_ROWS_IN_FLIGHT = env_int("CAMPAIGN_ROWS_IN_FLIGHT", 8)
+CAMPAIGN_ROWS_PER_USER = env_int("CAMPAIGN_ROWS_PER_USER", 4)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]

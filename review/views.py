@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -74,10 +75,21 @@ def _filtered_queue(params):
             Q(drift_flagged=True) | Q(text_mismatch=True) | Q(ocr__suspects_mismatch=True)
         )
         active["flagged"] = flagged
+    if (campaign := _campaign_id(params.get("campaign"))) is not None:
+        outputs = outputs.filter(request__campaign_id=campaign)
+        active["campaign"] = str(campaign)
     if (age := params.get("age")) in AGES:
         outputs = outputs.filter(created_at__lte=timezone.now() - AGES[age])
         active["age"] = age
     return outputs, active
+
+
+def _campaign_id(raw: str | None) -> uuid.UUID | None:
+    """A campaign's outputs only (campaigns' "review as a grid"); a malformed id is ignored."""
+    try:
+        return uuid.UUID(raw) if raw and len(raw) <= 36 else None
+    except ValueError:
+        return None
 
 
 def _filter_query(params) -> str:

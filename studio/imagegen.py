@@ -14,6 +14,7 @@ import binascii
 import functools
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -561,3 +562,111 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+# --- The Batch API (Files upload, batches.create, retrieve, output and error files) ----------
+
+BATCH_ENDPOINT = "/v1/images/generations"
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """What the provider says of a batch."""
+
+    id: str
+    status: str  # validating, in_progress, finalizing, completed, failed, expired, cancel...
+    output_file_id: str | None
+    error_file_id: str | None
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in ("completed", "failed", "expired", "cancelled")
+
+
+def batch_line(request) -> dict:
+    """One line of a batch's input file: the request's Image API body, its ID as custom_id."""
+    return {
+        "custom_id": str(request.id),
+        "method": "POST",
+        "url": BATCH_ENDPOINT,
+        "body": generation_params(request),
+    }
+
+
+def submit_batch(route, lines: list[dict], metadata: dict[str, str]) -> tuple[str, str]:
+    """Upload the lines as a JSONL file (purpose batch) and create a 24 h batch of them;
+    returns (input file id, batch id). Raises ImageGenError (not sent, or an error answer)."""
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    client = client_for(route)
+    try:
+        uploaded = client.files.create(
+            file=("campaign.jsonl", data, "application/jsonl"), purpose="batch"
+        )
+        batch = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint=BATCH_ENDPOINT,
+            completion_window="24h",
+            metadata=metadata,
+        )
+    except openai.APIError as error:
+        raise classify(error) from error
+    return uploaded.id, batch.id
+
+
+def batch_state(route, batch_id: str) -> BatchState:
+    try:
+        batch = client_for(route).batches.retrieve(batch_id)
+    except openai.APIError as error:
+        raise classify(error) from error
+    return BatchState(batch.id, batch.status, batch.output_file_id, batch.error_file_id)
+
+
+def batch_file(route, file_id: str | None) -> bytes:
+    """A batch's output or error file; b"" when the batch has none."""
+    if not file_id:
+        return b""
+    try:
+        return client_for(route).files.content(file_id).read()
+    except openai.APIError as error:
+        raise classify(error) from error
+
+
+def batch_line_result(response: dict, request) -> GenerationResult:
+    """The GenerationResult of a batch output line's `response` (status 200, an
+    ImagesResponse body). Raises ImageGenError (invalid_output, with the usage read) when
+    the body holds no usable image."""
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    usage = read_usage(body.get("usage"))
+    items = body.get("data") if isinstance(body.get("data"), list) else []
+    provider_request_id = str(response.get("request_id") or "")
+    images = []
+    try:
+        for item in items:
+            b64 = item.get("b64_json") if isinstance(item, dict) else None
+            images.append(decode_image(b64, expected=request.output_format))
+    except ImageGenError as error:
+        error.answer, error.http_status, error.usage = Answer.INCOMPLETE, 200, usage
+        error.provider_request_id = provider_request_id
+        raise
+    if not images:
+        raise ImageGenError(
+            "invalid_output",
+            "The batch line answered without any image.",
+            http_status=200,
+            provider_request_id=provider_request_id,
+            answer=Answer.INCOMPLETE,
+            usage=usage,
+        )
+    note = ""
+    if len(images) < request.n:
+        note = f"The provider delivered {len(images)} of the {request.n} images asked for."
+    return GenerationResult(images[: request.n], usage, provider_request_id, 200, note=note)
+
+
+def cancel_batch(route, batch_id: str) -> BatchState:
+    """Ask the provider to stop a batch; lines it has not run are not billed."""
+    try:
+        batch = client_for(route).batches.cancel(batch_id)
+    except openai.APIError as error:
+        raise classify(error) from error
+    return BatchState(batch.id, batch.status, batch.output_file_id, batch.error_file_id)

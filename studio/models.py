@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -27,6 +28,7 @@ from studio.pricing import money
 from studio.uploads import CheckedImage
 
 DEFAULT_MODEL = "gpt-image-2"
+LOOK_UP = object()  # Route.estimate: look the price sheet up (the caller did not)
 DEFAULT_ASSISTANT_MODEL = "gpt-5.4"
 IMAGE_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
 
@@ -101,6 +103,10 @@ class Route(models.Model):
     supports_assistant = models.BooleanField(default=False)
     supports_streaming = models.BooleanField(default=False)
     supports_transparent = models.BooleanField(default=False)
+    supports_batch = models.BooleanField(
+        default=False,
+        help_text="Takes OpenAI's Files + Batch API (within 24 h, at the batch price).",
+    )
     assistant_model = models.CharField(
         max_length=100,
         default=DEFAULT_ASSISTANT_MODEL,
@@ -206,9 +212,13 @@ class Route(models.Model):
         partial_images: int = 0,
         requested_model: str = DEFAULT_MODEL,
         input_images: Sequence[tuple[int, int]] = (),
+        price_sheet: PriceSheet | object | None = LOOK_UP,
     ) -> pricing.Estimate:
-        """The cost estimate shown before submission and stored on the request."""
+        """The cost estimate shown before submission and stored on the request. A caller
+        estimating many requests at once may pass the sheet in force (or None) it looked up."""
         per_call = self.pricing_mode == self.PricingMode.PER_CALL
+        if price_sheet is LOOK_UP and not per_call:
+            price_sheet = PriceSheet.objects.in_force(requested_model)
         return pricing.estimate_request(
             width=width,
             height=height,
@@ -216,16 +226,22 @@ class Route(models.Model):
             n=n,
             partial_images=partial_images,
             prompt=prompt,
-            sheet=None if per_call else PriceSheet.objects.in_force(requested_model),
+            sheet=None if per_call else price_sheet,
             price_per_call=self.price_per_call if per_call else None,
             input_images=input_images,
         )
 
 
 class PriceSheetQuerySet(models.QuerySet):
-    def in_force(self, model: str, at=None) -> PriceSheet | None:
+    def in_force(self, model: str, at=None, tier: str = "standard") -> PriceSheet | None:
+        """The sheet for `model` at `at` (now) in a tier: standard, or batch (the Batch API's
+        prices, for calls sent in a batch)."""
         at = at or timezone.now()
-        return self.filter(model=model, effective_from__lte=at).order_by("-effective_from").first()
+        return (
+            self.filter(model=model, tier=tier, effective_from__lte=at)
+            .order_by("-effective_from")
+            .first()
+        )
 
 
 class PriceSheet(models.Model):
@@ -241,16 +257,30 @@ class PriceSheet(models.Model):
     text_output = models.DecimalField(max_digits=10, decimal_places=4)
     source = models.CharField(max_length=200, blank=True)
 
+    class Tier(models.TextChoices):
+        STANDARD = "standard", "Standard (Image API)"
+        BATCH = "batch", "Batch API"
+
+    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    to_check = models.BooleanField(
+        default=False,
+        help_text="Seeded from a published rule (the Batch API's 50% discount), not read off "
+        "the pricing page: an admin should check it there and clear this.",
+    )
+
     objects = PriceSheetQuerySet.as_manager()
 
     class Meta:
-        ordering = ["model", "-effective_from"]
+        ordering = ["model", "tier", "-effective_from"]
         constraints = [
-            models.UniqueConstraint(fields=["model", "effective_from"], name="one_sheet_per_start")
+            models.UniqueConstraint(
+                fields=["model", "effective_from", "tier"], name="one_sheet_per_start_and_tier"
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+        tier = "" if self.tier == self.Tier.STANDARD else f" ({self.get_tier_display()})"
+        return f"{self.model}{tier} from {self.effective_from:%Y-%m-%d}"
 
 
 SLOT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -520,9 +550,16 @@ class SubmissionFlood(Exception):
 
         # Serialize one user's submissions so a burst cannot slip past the count.
         get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
-        recent = GenerationRequest.objects.filter(
-            created_by=user, created_at__gte=timezone.now() - timedelta(minutes=1)
-        ).count()
+        since = timezone.now() - timedelta(minutes=1)
+        # A campaign counts once, however many rows it has (its rows are not counted).
+        recent = (
+            GenerationRequest.objects.filter(
+                created_by=user, created_at__gte=since, campaign__isnull=True
+            ).count()
+            + apps.get_model("campaigns", "Campaign")
+            .objects.filter(owner=user, created_at__gte=since)
+            .count()
+        )
         if recent >= settings.SUBMISSIONS_PER_MINUTE:
             raise cls(settings.SUBMISSIONS_PER_MINUTE)
 
@@ -836,6 +873,18 @@ class GenerationRequest(models.Model):
     previous_response_id = models.CharField(max_length=200, blank=True)
     response_id = models.CharField(max_length=200, blank=True)
     assistant_text = models.TextField(blank=True)
+    # A campaign's row (campaigns app): the row number in its table and its locale. A held
+    # row waits for the campaign scheduler to give it a share of the workers.
+    campaign = models.ForeignKey(
+        "campaigns.Campaign",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="requests",
+    )
+    campaign_row = models.PositiveIntegerField(null=True, blank=True)
+    campaign_locale = models.CharField(max_length=35, blank=True)
+    held = models.BooleanField(default=False)
 
     objects = GenerationRequestQuerySet.as_manager()
 
@@ -860,6 +909,16 @@ class GenerationRequest(models.Model):
                 ],
                 name="request_audit_idx",
             ),
+            # A campaign's rows, newest request per row first (its contact sheet).
+            models.Index(
+                fields=["campaign", "campaign_row", "-created_at"], name="request_campaign_row_idx"
+            ),
+            # The campaign scheduler's waiting rows.
+            models.Index(
+                fields=["created_by", "created_at"],
+                condition=Q(held=True),
+                name="request_held_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -880,6 +939,74 @@ class GenerationRequest(models.Model):
     def latency_ms(self) -> int | None:
         attempt = self.attempts.filter(outcome=Attempt.Outcome.SUCCEEDED).first()
         return attempt.latency_ms if attempt else None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        created_by,
+        route: Route,
+        prompt: str,
+        width: int,
+        height: int,
+        quality: str,
+        output_format: str,
+        output_compression: int | None = None,
+        background: str = "auto",
+        n: int = 1,
+        partial_images: int = 0,
+        requested_model: str = DEFAULT_MODEL,
+        frame_version: PromptFrameVersion | None = None,
+        slot_values: dict | None = None,
+        expected_text_labels: list[str] | None = None,
+        input_sizes: Sequence[tuple[int, int]] = (),
+        operation: str = "generate",
+        conversation: Conversation | None = None,
+        parent_output: OutputImage | None = None,
+        price_sheet: PriceSheet | object | None = LOOK_UP,
+    ) -> GenerationRequest:
+        """The request as it would be recorded (unsaved): labels by the one label rule, the
+        model sent, and the estimate. `submit` saves and queues it; a campaign saves many
+        of them at once after one budget check for their total."""
+        # Whatever path built the request, its labels follow the one rule: what the prompt
+        # quotes is always expected, so no route to an image skips text inspection.
+        expected_text_labels = imagerules.expected_labels(prompt, expected_text_labels or [])
+        estimate = route.estimate(
+            prompt=prompt,
+            width=width,
+            height=height,
+            quality=quality,
+            n=n,
+            partial_images=partial_images,
+            requested_model=requested_model,
+            input_images=input_sizes,
+            price_sheet=price_sheet,
+        )
+        return cls(
+            created_by=created_by,
+            route=route,
+            operation=operation,
+            conversation=conversation,
+            previous_response_id=conversation.last_response_id if conversation else "",
+            parent_output=parent_output,
+            prompt=prompt,
+            prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+            frame_version=frame_version,
+            slot_values=slot_values or {},
+            expected_text_labels=expected_text_labels,
+            width=width,
+            height=height,
+            quality=quality,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
+            n=n,
+            partial_images=partial_images,
+            requested_model=requested_model,
+            provider_model=route.model_sent_for(requested_model),
+            estimated_output_tokens=estimate.output_tokens,
+            estimated_cost=estimate.cost,
+        )
 
     @classmethod
     def submit(
@@ -913,50 +1040,34 @@ class GenerationRequest(models.Model):
         studio's monthly budget.
         """
         images = [item for item in inputs if item.role != InputImage.Role.MASK]
-        # Whatever path built the request, its labels follow the one rule: what the prompt
-        # quotes is always expected, so no route to an image skips text inspection.
-        expected_text_labels = imagerules.expected_labels(prompt, expected_text_labels or [])
-        estimate = route.estimate(
+        request = cls.build(
+            created_by=created_by,
+            route=route,
             prompt=prompt,
             width=width,
             height=height,
             quality=quality,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
             n=n,
             partial_images=partial_images,
             requested_model=requested_model,
-            input_images=[(item.width, item.height) for item in images],
+            frame_version=frame_version,
+            slot_values=slot_values,
+            expected_text_labels=expected_text_labels,
+            input_sizes=[(item.width, item.height) for item in images],
+            operation=cls._operation_for(inputs, conversation),
+            conversation=conversation,
+            parent_output=parent_output,
         )
         stored: list[str] = []
         try:
             with transaction.atomic():
                 SubmissionFlood.enforce(created_by)
                 if not route.is_sandbox:
-                    Budget.enforce(created_by, estimate.cost)
-                request = cls.objects.create(
-                    created_by=created_by,
-                    route=route,
-                    operation=cls._operation_for(inputs, conversation),
-                    conversation=conversation,
-                    previous_response_id=conversation.last_response_id if conversation else "",
-                    parent_output=parent_output,
-                    prompt=prompt,
-                    prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-                    frame_version=frame_version,
-                    slot_values=slot_values or {},
-                    expected_text_labels=expected_text_labels,
-                    width=width,
-                    height=height,
-                    quality=quality,
-                    output_format=output_format,
-                    output_compression=output_compression,
-                    background=background,
-                    n=n,
-                    partial_images=partial_images,
-                    requested_model=requested_model,
-                    provider_model=route.model_sent_for(requested_model),
-                    estimated_output_tokens=estimate.output_tokens,
-                    estimated_cost=estimate.cost,
-                )
+                    Budget.enforce(created_by, request.estimated_cost)
+                request.save(force_insert=True)
                 for position, checked in enumerate(inputs):
                     stored.append(InputImage.store(request, position, checked).file.name)
                 transaction.on_commit(request.enqueue)
@@ -1018,7 +1129,9 @@ class GenerationRequest(models.Model):
         # A delivery that arrives before a scheduled retry is due (a duplicate sent by the
         # sweep, say) does nothing; the scheduled one follows. One second allows for clocks.
         due = Q(retry_at__isnull=True) | Q(retry_at__lte=now + timedelta(seconds=1))
-        claimed = GenerationRequest.objects.filter(due, pk=self.pk, status=Status.QUEUED).update(
+        claimed = GenerationRequest.objects.filter(
+            due, pk=self.pk, status=Status.QUEUED, held=False
+        ).update(
             status=Status.RUNNING,
             started_at=Coalesce("started_at", Value(now)),
             lease_expires_at=lease,
@@ -1518,6 +1631,7 @@ class Attempt(models.Model):
         ended: float,
         images: int = 1,
         answer: billing.Answer = billing.Answer.COMPLETE,
+        tier: str = "standard",
     ) -> None:
         """A 200 that delivered images (`answer` INCOMPLETE when it broke after some). Billed
         when its usage (or the route's flat price) is known; possibly billed when the usage
@@ -1527,7 +1641,7 @@ class Attempt(models.Model):
         self.retry_reason = ""
         self.provider_request_id = provider_request_id
         self.http_status = http_status
-        self.settle(answer, _reading(usage), images=images)
+        self.settle(answer, _reading(usage), images=images, tier=tier)
         self.save()
 
     def record_failure(
@@ -1636,17 +1750,22 @@ class Attempt(models.Model):
         self.output_text_tokens = usage.output_text_tokens
 
     def settle(
-        self, answer: billing.Answer, usage: pricing.UsageReading | None, images: int
+        self,
+        answer: billing.Answer,
+        usage: pricing.UsageReading | None,
+        images: int,
+        tier: str = "standard",
     ) -> None:
         """Decide this attempt's billing state and cost (studio.billing) and keep what the
-        provider reported. The price sheet is the one in force for the model the provider
-        ran, else for the model requested."""
+        provider reported. The price sheet is the one in force (in the tier the call was
+        sent in: standard, or batch) for the model the provider ran, else for the model
+        requested."""
         per_call = self.route.pricing_mode == Route.PricingMode.PER_CALL
         sheet = None
         if not per_call:
             sheet = PriceSheet.objects.in_force(
-                self.model_sent, self.started_at
-            ) or PriceSheet.objects.in_force(self.model_requested, self.started_at)
+                self.model_sent, self.started_at, tier
+            ) or PriceSheet.objects.in_force(self.model_requested, self.started_at, tier)
         bill = billing.decide(
             answer,
             usage=usage,
@@ -1844,7 +1963,9 @@ class KeptImage:
     format: str
 
 
-def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -> dict:
+def call_receipt(
+    request: GenerationRequest, result, latency_ms: int, kept=(), tier: str = "standard"
+) -> dict:
     """What a worker knows of a call the provider answered: status, request ID, latency, the
     usage as read (studio.pricing.reading_to_json), what went missing, the files kept and,
     for an assistant turn, its reply. The same dict is kept in storage (keep_payload) and
@@ -1859,6 +1980,7 @@ def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -
         "usage": pricing.reading_to_json(result.usage),
         "image_count": len(result.images),
         "images": [kept_image.__dict__ for kept_image in kept],
+        "tier": tier,  # the price tier it was sent in: standard, or batch
     }
     if request.is_assistant_turn:
         receipt["assistant"] = {
@@ -1870,7 +1992,9 @@ def call_receipt(request: GenerationRequest, result, latency_ms: int, kept=()) -
     return receipt
 
 
-def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_ms: int) -> dict:
+def keep_payload(
+    request: GenerationRequest, attempt: Attempt, result, latency_ms: int, tier: str = "standard"
+) -> dict:
     """Save a paid call's images and its receipt to storage before any database row is
     written (or read), so a worker that dies, or loses its database, after a billed call
     leaves what the sweep needs to finish the request from what was received instead of
@@ -1885,7 +2009,7 @@ def keep_payload(request: GenerationRequest, attempt: Attempt, result, latency_m
                     name, image.sha256, len(image.data), image.width, image.height, image.format
                 )
             )
-        receipt = call_receipt(request, result, latency_ms, kept)
+        receipt = call_receipt(request, result, latency_ms, kept, tier)
         _save_with_retries(
             receipt_name(request.id, attempt.number), json.dumps(receipt).encode(), replace=True
         )
@@ -1927,6 +2051,7 @@ def record_kept_call(
                 ended=latency / 1000,
                 images=receipt.get("image_count", len(receipt["images"])),
                 answer=billing.Answer(receipt.get("answer") or billing.Answer.COMPLETE),
+                tier=receipt.get("tier") or PriceSheet.Tier.STANDARD,
             )
             assistant = receipt.get("assistant")
             if assistant is not None:

@@ -445,7 +445,7 @@ def sweep_requests() -> dict:
     gone. Runs periodically (celery beat); safe to run anywhere, any number of times."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.QUEUED_STALE_SECONDS)
-    forgotten = GenerationRequest.objects.filter(status=Status.QUEUED).filter(
+    forgotten = GenerationRequest.objects.filter(status=Status.QUEUED, held=False).filter(
         Q(retry_at__isnull=True, created_at__lt=stale) | Q(retry_at__lt=stale)
     )
     requeued = 0

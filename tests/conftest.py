@@ -329,7 +329,26 @@ def objects(designer, reviewer, sandbox_route, seed_frames):
         route=sandbox_route,
         settings={"width": 1024, "height": 1024, "quality": "low", "output_format": "png"},
     )
+    from campaigns.models import Campaign
+
+    campaign = Campaign.objects.create(owner=designer, name="c", route=sandbox_route, row_count=1)
+    GenerationRequest.objects.create(
+        created_by=designer,
+        route=sandbox_route,
+        prompt="p",
+        prompt_sha256="0" * 64,
+        width=1024,
+        height=1024,
+        quality="low",
+        output_format="png",
+        provider_model="gpt-image-2",
+        status=Status.FAILED,
+        campaign=campaign,
+        campaign_row=1,
+    )
     return {
+        "campaign_id": campaign.id,
+        "row": 1,
         "conversation_id": conversation.id,
         "request_id": generation.id,
         "output_id": output.id,

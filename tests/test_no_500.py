@@ -131,6 +131,22 @@ EDIT_FILES = ("source", "references", "mask")
 AUDIT = ("start", "end", *AuditFilter.PARAMS, "fallback", "page")
 SANDBOX = ("model", "prompt", "size", "quality", "n", "output_format", "background", "stream")
 
+CAMPAIGN = (
+    "name",
+    "frame",
+    "template",
+    "route",
+    "when",
+    "size",
+    "quality",
+    "output_format",
+    "n",
+    "layout",
+    "table",
+    "file_name_pattern",
+    "action",
+)
+
 PARAMETERS = {
     "studio:home": Parameters(),
     "studio:request-list": Parameters(
@@ -202,9 +218,25 @@ PARAMETERS = {
     "password_change_done": Parameters(),
     "healthz": Parameters(),
     "favicon": Parameters(),
+    "campaigns:list": Parameters(get=("page",)),
+    "campaigns:new": Parameters(post=CAMPAIGN, files=("table_file",)),
+    "campaigns:detail": Parameters(get=("page", "part")),
+    "campaigns:cancel": Parameters(),
+    "campaigns:retry-failed": Parameters(),
+    "campaigns:row-again": Parameters(),
+    "campaigns:download": Parameters(),
+    "campaigns:publish": Parameters(),
     "sandbox:images-generations": Parameters(post=SANDBOX),
     "sandbox:images-edits": Parameters(post=SANDBOX, files=("image", "image[]", "mask")),
     "sandbox:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),
+    "sandbox:files": Parameters(post=("purpose",), files=("file",)),
+    "sandbox:file": Parameters(),
+    "sandbox:file-content": Parameters(),
+    "sandbox:batches": Parameters(
+        get=("limit", "after"), post=("input_file_id", "endpoint", "completion_window")
+    ),
+    "sandbox:batch": Parameters(),
+    "sandbox:batch-cancel": Parameters(),
 }
 
 # The Django admin's own views, by the end of their URL name; the model views read the

@@ -59,4 +59,8 @@ def test_demo_accounts_get_random_passwords_shown_once_and_saved(settings, tmp_p
     assert "already exist" in second
     assert not any(password in second for password in saved.values())
     assert Route.objects.count() == 3
-    assert PriceSheet.objects.count() == 1
+    # The standard row, and the batch tier at half price, marked to check.
+    assert sorted(PriceSheet.objects.values_list("tier", "to_check")) == [
+        ("batch", True),
+        ("standard", False),
+    ]

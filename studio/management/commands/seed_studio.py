@@ -26,6 +26,16 @@ STANDARD_PRICES = {
     "text_output": Decimal("10.00"),
 }
 GPT_IMAGE_2_RELEASE = datetime(2026, 4, 21, tzinfo=UTC)
+BATCH_DISCOUNT = Decimal("0.5")
+BATCH_SOURCE = (
+    "OpenAI's published 50% Batch API discount on the standard rows; check against the pricing page"
+)
+
+
+def batch_prices(standard: dict) -> dict:
+    """The Batch API tier as OpenAI publishes it: half of every standard price."""
+    return {name: Decimal(str(price)) * BATCH_DISCOUNT for name, price in standard.items()}
+
 
 ROUTES = [
     {
@@ -36,6 +46,7 @@ ROUTES = [
         "enabled": True,
         "supports_streaming": True,
         "supports_assistant": True,
+        "supports_batch": True,
     },
     {
         "name": "openai",
@@ -82,7 +93,14 @@ class Command(BaseCommand):
         PriceSheet.objects.get_or_create(
             model="gpt-image-2",
             effective_from=GPT_IMAGE_2_RELEASE,
+            tier=PriceSheet.Tier.STANDARD,
             defaults={**STANDARD_PRICES, "source": "OpenAI standard pricing rows"},
+        )
+        PriceSheet.objects.get_or_create(
+            model="gpt-image-2",
+            effective_from=GPT_IMAGE_2_RELEASE,
+            tier=PriceSheet.Tier.BATCH,
+            defaults={**batch_prices(STANDARD_PRICES), "source": BATCH_SOURCE, "to_check": True},
         )
         if demo_accounts:
             self.create_demo_accounts()
