@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from django.core.files.base import ContentFile
 from django.db.models import Prefetch
 
-from review.audit import _text as spreadsheet_text
+from review.audit import spreadsheet_text
 from review.models import Decision, TextInspection
 from studio.models import OutputImage, ReviewStatus
 

@@ -927,7 +927,7 @@ def ledger_page(filters: AuditFilter, number, per_page: int) -> LedgerPage:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _text(value: str | None) -> str:
+def spreadsheet_text(value: str | None) -> str:
     """Text from providers and people: a spreadsheet must not run it as a formula."""
     if not value:
         return ""
@@ -971,19 +971,19 @@ CSV_COLUMNS = [
     ("attempt", "number", _plain),
     ("started_at", "started_at", _time),
     ("finished_at", "finished_at", _time),
-    ("user", "request__created_by__username", _text),
-    ("route", "route__name", _text),
-    ("route_owner", "route_owner", _text),
-    ("routed_because", "routed_because", _text),
-    ("model_requested", "model_requested", _text),
-    ("model_sent", "model_sent", _text),
+    ("user", "request__created_by__username", spreadsheet_text),
+    ("route", "route__name", spreadsheet_text),
+    ("route_owner", "route_owner", spreadsheet_text),
+    ("routed_because", "routed_because", spreadsheet_text),
+    ("model_requested", "model_requested", spreadsheet_text),
+    ("model_sent", "model_sent", spreadsheet_text),
     ("request_shape", "request_shape", None),
     ("outcome", "outcome", _plain),
-    ("provider_request_id", "provider_request_id", _text),
+    ("provider_request_id", "provider_request_id", spreadsheet_text),
     ("http_status", "http_status", _plain),
     ("retry_reason", "retry_reason", _plain),
-    ("error_code", "error_code", _text),
-    ("error_message", "error_message", _text),
+    ("error_code", "error_code", spreadsheet_text),
+    ("error_message", "error_message", spreadsheet_text),
     ("latency_ms", "latency_ms", _plain),
     ("input_text_tokens", "input_text_tokens", _plain),
     ("input_image_tokens", "input_image_tokens", _plain),
@@ -994,9 +994,9 @@ CSV_COLUMNS = [
     ("cost_basis", "cost_basis", _plain),
     ("billing", "cost_basis", _billing),
     ("exposure_usd", "exposure", _plain),
-    ("billing_note", "billing_note", _text),
+    ("billing_note", "billing_note", spreadsheet_text),
     ("usage_shape", "usage_shape", _plain),
-    ("mainline_model", "mainline_model", _text),
+    ("mainline_model", "mainline_model", spreadsheet_text),
     ("mainline_input_tokens", "mainline_input_tokens", _plain),
     ("mainline_output_tokens", "mainline_output_tokens", _plain),
     ("mainline_cost_usd", "mainline_cost", _plain),
@@ -1006,7 +1006,7 @@ CSV_COLUMNS = [
     ("request_estimated_usd", "request__estimated_cost", _plain),
     ("request_cost_usd", "request__cost", _plain),
     ("review_status", "review_status", _plain),
-    ("output_path", "final__file", _text),
+    ("output_path", "final__file", spreadsheet_text),
     ("output_sha256", "final__sha256", _plain),
     ("output_url", "final__id", _output_url),
     ("delete_after", "final__delete_after", _plain),
