@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "studio",
     "studio.sandbox",
     "review",
+    "api",
 ]
 
 MIDDLEWARE = [

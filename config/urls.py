@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("studio.urls")),
     path("review/", include("review.urls")),
     path("audit/", include("review.audit_urls")),
+    path("settings/tokens/", include("api.urls")),
     # Log in, log out and change a password; no e-mailed reset (there is no mail set up).
     path(
         "accounts/login/",

@@ -329,7 +329,10 @@ def objects(designer, reviewer, sandbox_route, seed_frames):
         route=sandbox_route,
         settings={"width": 1024, "height": 1024, "quality": "low", "output_format": "png"},
     )
+    from api.models import ApiToken
+
     return {
+        "token_id": ApiToken.create_for(designer, "walk").token.pk,
         "conversation_id": conversation.id,
         "request_id": generation.id,
         "output_id": output.id,

@@ -115,6 +115,13 @@ EXPECTED = {
     "audit:attempts": ("GET", ADMIN_PAGE),
     "audit:export": ("GET", ADMIN_PAGE),
     "audit:frames": ("GET", ADMIN_PAGE),
+    "api:tokens": ("GET", SIGNED_IN),
+    "api:token-all": ("GET", ADMIN_PAGE),
+    # Your own token; an admin revokes anyone's.
+    "api:token-revoke": (
+        "POST",
+        {**OWN_OBJECT_ACTION, "reviewer": 404, "outsider": 404},
+    ),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }
