@@ -96,7 +96,7 @@ MIDDLEWARE = [
     # check, the body limit, an exception) answers it in OpenAI's error shape.
     "studio.sandbox.middleware.OpenAIErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "studio.middleware.StaticFilesMiddleware",  # WhiteNoise, sync and async
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -370,6 +370,13 @@ MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 16 * 50 * 1024 * 1024
 
 # Submissions per user per minute; a flood beyond it is answered 429.
 SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
+
+# The OpenAI-compatible door at /v1/ (api/door.py): the route it submits to by default
+# (empty: the sandbox when enabled, else the first enabled route), how long a call waits for
+# the worker before answering 504 (the request goes on), and how often waiting calls look.
+OPENAI_DOOR_ROUTE = env_str("OPENAI_DOOR_ROUTE", "")
+OPENAI_DOOR_WAIT_SECONDS = env_int("OPENAI_DOOR_WAIT_SECONDS", 600)
+OPENAI_DOOR_POLL_SECONDS = env_int("OPENAI_DOOR_POLL_MILLISECONDS", 250) / 1000
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]

@@ -13,6 +13,8 @@ urlpatterns = [
     path("review/", include("review.urls")),
     path("audit/", include("review.audit_urls")),
     path("settings/tokens/", include("api.urls")),
+    # OpenAI's SDKs with base_url=<studio>/v1 and a studio API token (api/door.py).
+    path("v1/", include("api.door_urls")),
     # Log in, log out and change a password; no e-mailed reset (there is no mail set up).
     path(
         "accounts/login/",

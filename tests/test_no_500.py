@@ -131,6 +131,7 @@ EDIT_FILES = ("source", "references", "mask")
 AUDIT = ("start", "end", *AuditFilter.PARAMS, "fallback", "page")
 SANDBOX = ("model", "prompt", "size", "quality", "n", "output_format", "background", "stream")
 
+DOOR = (*SANDBOX, "route")
 PARAMETERS = {
     "studio:home": Parameters(),
     "studio:request-list": Parameters(get=("page",)),
@@ -184,6 +185,10 @@ PARAMETERS = {
     "api:tokens": Parameters(post=("name", "expires")),
     "api:token-all": Parameters(),
     "api:token-revoke": Parameters(post=("next",)),
+    # The door's own walk with a valid token is tests/test_openai_door.py's fuzz.
+    "door:images-generations": Parameters(post=DOOR),
+    "door:images-edits": Parameters(post=DOOR, files=("image", "image[]", "mask")),
+    "door:not-found": Parameters(),
     "login": Parameters(get=("next",), post=("username", "password", "next")),
     "logout": Parameters(post=("next",)),
     "password_change": Parameters(post=("old_password", "new_password1", "new_password2")),

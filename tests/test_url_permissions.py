@@ -122,6 +122,10 @@ EXPECTED = {
         "POST",
         {**OWN_OBJECT_ACTION, "reviewer": 404, "outsider": 404},
     ),
+    # The OpenAI door takes a bearer API token only, never a session (tests/test_openai_door).
+    "door:images-generations": ("POST", dict.fromkeys(ROLES, 401)),
+    "door:images-edits": ("POST", dict.fromkeys(ROLES, 401)),
+    "door:not-found": ("POST", dict.fromkeys(ROLES, 404)),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path, re_path
+
+from api import door
+
+app_name = "door"
+urlpatterns = [
+    path("images/generations", door.images_generations, name="images-generations"),
+    path("images/edits", door.images_edits, name="images-edits"),
+    re_path(r"^.*$", door.not_found, name="not-found"),
+]
