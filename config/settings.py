@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "studio.sandbox",
     "review",
     "api",
+    "ninja",  # the API docs' own static files (no CDN, so the CSP holds)
 ]
 
 MIDDLEWARE = [

@@ -126,6 +126,19 @@ EXPECTED = {
     "door:images-generations": ("POST", dict.fromkeys(ROLES, 401)),
     "door:images-edits": ("POST", dict.fromkeys(ROLES, 401)),
     "door:not-found": ("POST", dict.fromkeys(ROLES, 404)),
+    # The REST API takes a bearer API token only (tests/test_rest_api); schema and docs are
+    # public, like any published API's.
+    "rest:openapi-json": ("GET", dict.fromkeys(ROLES, 200)),
+    "rest:openapi-view": ("GET", dict.fromkeys(ROLES, 200)),
+    "rest:api-root": ("GET", dict.fromkeys(ROLES, 404)),
+    "rest:generate": ("POST", dict.fromkeys(ROLES, 401)),
+    "rest:edit": ("POST", dict.fromkeys(ROLES, 401)),
+    "rest:list_requests": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:read_request": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:cancel_request": ("POST", dict.fromkeys(ROLES, 401)),
+    "rest:output_file": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:review_queue": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:record_decision": ("POST", dict.fromkeys(ROLES, 401)),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }
