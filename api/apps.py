@@ -7,3 +7,8 @@ class ApiConfig(AppConfig):
     name = "api"
     verbose_name = "API tokens and the API"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from api import webhooks
+
+        webhooks.connect()

@@ -17,3 +17,33 @@ class TokenForm(forms.Form):
     def expires_at(self):
         raw = self.cleaned_data["expires"]
         return None if raw == "never" else timezone.now() + timedelta(days=int(raw))
+
+
+class WebhookForm(forms.Form):
+    url = forms.URLField(
+        max_length=500,
+        label="URL",
+        assume_scheme="https",
+        help_text="Where the studio POSTs events (http or https, not the studio itself).",
+    )
+    events = forms.MultipleChoiceField(
+        choices=[
+            ("request.finished", "A request of mine finished"),
+            ("review.decided", "A reviewer decided on one of my outputs"),
+        ],
+        widget=forms.CheckboxSelectMultiple,
+        initial=["request.finished", "review.decided"],
+    )
+
+    def __init__(self, *args, studio_hosts: list[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.studio_hosts = list(studio_hosts)
+
+    def clean_url(self) -> str:
+        from api.webhooks import url_problem
+
+        url = self.cleaned_data["url"]
+        problem = url_problem(url, self.studio_hosts)
+        if problem:
+            raise forms.ValidationError(problem, code="refused_url")
+        return url

@@ -10,8 +10,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from api.forms import TokenForm
-from api.models import ApiToken
+from api.forms import TokenForm, WebhookForm
+from api.models import ApiToken, Webhook, WebhookDelivery
 from studio.views import has_role
 
 
@@ -64,3 +64,59 @@ def token_all(request):
         raise PermissionDenied
     tokens = ApiToken.objects.select_related("user", "revoked_by")
     return render(request, "api/tokens_all.html", {"tokens": tokens})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def webhook_list(request):
+    """Your webhooks and a form for a new one (its signing secret shown once, here)."""
+    from api.webhooks import studio_hosts
+
+    form = WebhookForm(request.POST or None, studio_hosts=studio_hosts(request))
+    created = None
+    if request.method == "POST" and form.is_valid():
+        created = Webhook.objects.create(
+            owner=request.user,
+            url=form.cleaned_data["url"],
+            events=form.cleaned_data["events"],
+            secret=Webhook.new_secret(),
+        )
+        form = WebhookForm(studio_hosts=studio_hosts(request))
+    hooks = Webhook.objects.filter(owner=request.user)
+    return render(request, "api/webhooks.html", {"form": form, "created": created, "hooks": hooks})
+
+
+def _own_hook(request, webhook_id) -> Webhook:
+    return get_object_or_404(Webhook.objects.filter(owner=request.user), pk=webhook_id)
+
+
+@login_required
+@require_safe
+def webhook_detail(request, webhook_id):
+    """The delivery log: each event, its status, tries, answer and time, with Replay."""
+    hook = _own_hook(request, webhook_id)
+    deliveries = hook.deliveries.all()[:200]
+    return render(request, "api/webhook_detail.html", {"hook": hook, "deliveries": deliveries})
+
+
+@login_required
+@require_POST
+def webhook_delete(request, webhook_id):
+    hook = _own_hook(request, webhook_id)
+    hook.delete()
+    messages.success(request, f"Webhook to {hook.url} deleted; nothing more is sent there.")
+    return redirect("webhooks:list")
+
+
+@login_required
+@require_POST
+def webhook_replay(request, webhook_id, delivery_id):
+    """Send a logged delivery's event again, as a new delivery with the same payload."""
+    from api.webhooks import queue
+
+    hook = _own_hook(request, webhook_id)
+    original = get_object_or_404(hook.deliveries, pk=delivery_id)
+    [replay] = queue([hook], original.event, original.payload)
+    WebhookDelivery.objects.filter(pk=replay.pk).update(replay_of=original)
+    messages.success(request, f"Delivery {original.pk} queued again as {replay.pk}.")
+    return redirect("webhooks:detail", webhook_id=hook.pk)

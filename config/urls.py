@@ -14,6 +14,7 @@ urlpatterns = [
     path("review/", include("review.urls")),
     path("audit/", include("review.audit_urls")),
     path("settings/tokens/", include("api.urls")),
+    path("settings/webhooks/", include("api.webhook_urls")),
     # OpenAI's SDKs with base_url=<studio>/v1 and a studio API token (api/door.py).
     path("v1/", include("api.door_urls")),
     path("api/", rest_api.urls),

@@ -329,10 +329,16 @@ def objects(designer, reviewer, sandbox_route, seed_frames):
         route=sandbox_route,
         settings={"width": 1024, "height": 1024, "quality": "low", "output_format": "png"},
     )
-    from api.models import ApiToken
+    from api.models import ApiToken, Webhook, WebhookDelivery
 
+    hook = Webhook.objects.create(
+        owner=designer, url="https://hooks.example.org/x", events=["request.finished"]
+    )
+    delivery = WebhookDelivery.objects.create(webhook=hook, event="request.finished", payload={})
     return {
         "token_id": ApiToken.create_for(designer, "walk").token.pk,
+        "webhook_id": hook.pk,
+        "delivery_id": delivery.pk,
         "conversation_id": conversation.id,
         "request_id": generation.id,
         "output_id": output.id,

@@ -139,6 +139,17 @@ EXPECTED = {
     "rest:output_file": ("GET", dict.fromkeys(ROLES, 401)),
     "rest:review_queue": ("GET", dict.fromkeys(ROLES, 401)),
     "rest:record_decision": ("POST", dict.fromkeys(ROLES, 401)),
+    # Webhooks are their owner's alone (admins included: a hook's log is its owner's).
+    "webhooks:list": ("GET", SIGNED_IN),
+    "webhooks:detail": ("GET", {**OWN_OBJECT, "reviewer": 404, "admin": 404}),
+    "webhooks:delete": (
+        "POST",
+        {**OWN_OBJECT_ACTION, "reviewer": 404, "admin": 404, "outsider": 404},
+    ),
+    "webhooks:replay": (
+        "POST",
+        {**OWN_OBJECT_ACTION, "reviewer": 404, "admin": 404, "outsider": 404},
+    ),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }
