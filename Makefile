@@ -69,6 +69,7 @@ test: install-test system-test-deps
 bench: install-test system-test-deps
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.concurrency
+	$(BIN)/python -m tests.bench.door
 	$(BIN)/python -m tests.bench.audit
 	$(BIN)/python -m tests.bench.ocr
 	LEDGER_SCHEDULES=10000 VAR_DIR=$(CURDIR)/var/bench $(BIN)/python -m pytest -q -s -p no:randomly \

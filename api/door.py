@@ -24,7 +24,6 @@ import base64
 import json
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, JsonResponse
@@ -34,7 +33,7 @@ from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
 from api.models import ApiToken, TokenRefused
-from api.waiting import wait_for_end
+from api.waiting import in_database, wait_for_end
 from studio import imagerules
 from studio.forms import CUSTOM_SIZE, SOURCE_SIZE, ComposerForm, EditForm
 from studio.middleware import CONTROL_CHARACTERS
@@ -449,19 +448,23 @@ async def door(request: HttpRequest, edit: bool) -> JsonResponse:
         response["Allow"] = "POST"
         return response
     try:
-        user = await sync_to_async(user_for)(request)
-        if edit:
-            fields, files = await sync_to_async(read_multipart)(request)
-            values = check_fields(fields, EDIT_PARAMETERS)
-            call = Call(await sync_to_async(form_data)(values, True), edit_files(files))
-        else:
-            values = check_fields(read_json(request), GENERATION_PARAMETERS)
-            call = Call(await sync_to_async(form_data)(values, False))
-        generation = await sync_to_async(submit)(user, call, edit)
+        generation = await in_database(checked_submission, request, edit)
     except DoorError as error:
         return error.response()
     waited = await wait_for_end(generation.id, settings.OPENAI_DOOR_WAIT_SECONDS)
-    return await sync_to_async(answer)(generation, waited)
+    return await in_database(answer, generation, waited)
+
+
+def checked_submission(request: HttpRequest, edit: bool) -> GenerationRequest:
+    """Authenticate, read and check the call, and submit it (DoorError when refused)."""
+    user = user_for(request)
+    if edit:
+        fields, files = read_multipart(request)
+        call = Call(form_data(check_fields(fields, EDIT_PARAMETERS), True), edit_files(files))
+    else:
+        values = check_fields(read_json(request), GENERATION_PARAMETERS)
+        call = Call(form_data(values, False))
+    return submit(user, call, edit)
 
 
 @csrf_exempt

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
+from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from studio.models import TERMINAL_STATUSES, GenerationRequest
 
@@ -25,12 +27,45 @@ CHUNK = 1000
 def _ended_among(ids: list[str]) -> set[str]:
     close_old_connections()  # a pool thread's connection may have been dropped meanwhile
     ended: set[str] = set()
-    for start in range(0, len(ids), CHUNK):
-        rows = GenerationRequest.objects.filter(
-            pk__in=ids[start : start + CHUNK], status__in=TERMINAL_STATUSES
-        ).values_list("pk", flat=True)
-        ended.update(str(pk) for pk in rows)
+    try:
+        for start in range(0, len(ids), CHUNK):
+            rows = GenerationRequest.objects.filter(
+                pk__in=ids[start : start + CHUNK], status__in=TERMINAL_STATUSES
+            ).values_list("pk", flat=True)
+            ended.update(str(pk) for pk in rows)
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
     return ended
+
+
+_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _closing(function: Callable) -> Callable:
+    @wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # This thread's connection: a waiting call holds none. (Not inside an atomic
+            # block, which only a test wrapping the whole request in a transaction has.)
+            if not connection.in_atomic_block:
+                connection.close()
+
+    return run
+
+
+async def in_database(function: Callable, *args):
+    """Run `function(*args)` (sync, using the database) in Django's thread for this request,
+    at most OPENAI_DOOR_DB_CONCURRENCY at once per process, and close the connection after:
+    however many calls wait, the door holds at most that many connections."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(settings.OPENAI_DOOR_DB_CONCURRENCY)
+    async with slots:
+        return await sync_to_async(_closing(function))(*args)
 
 
 class Watcher:
