@@ -46,6 +46,7 @@ system-test-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	for language in $(OCR_LANGUAGES); do \
 		[ -e /usr/share/tesseract-ocr/5/tessdata/$$(echo $$language | tr - _).traineddata ] \
 			|| missing="$$missing tesseract-ocr-$$language"; \
@@ -59,9 +60,14 @@ system-test-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+## node_modules: the npm packages of package.json (OpenAI's Node SDK, for the door's test)
+node_modules/.installed: package.json | system-test-deps
+	npm install --no-audit --no-fund --loglevel error
+	touch $@
+
 ## test: install what the tests need (Python packages and Chromium) and run the whole suite
 # Tests keep their SQLite file and filesystem broker apart from a running `make run`.
-test: install-test system-test-deps
+test: install-test system-test-deps node_modules/.installed
 	VAR_DIR=$${VAR_DIR:-$(CURDIR)/var/test} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: print figures (medians of repeated runs); the concurrency case takes about a minute,

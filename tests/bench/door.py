@@ -104,7 +104,7 @@ def main() -> None:
     user, _ = get_user_model().objects.get_or_create(username="door-bench")
     user.groups.add(Group.objects.get_or_create(name="designer")[0])
     secret = ApiToken.create_for(user, "bench").secret
-    Route.objects.filter(name="sandbox").update(timeout_seconds=int(LATENCY * 3))
+    Route.objects.filter(name="sandbox").update(timeout_seconds=int(LATENCY) + 60)
 
     timeout = env["WEB_TIMEOUT_SECONDS"]
     web = subprocess.Popen(
