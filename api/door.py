@@ -16,17 +16,21 @@ Errors come in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`
 limit (with Retry-After); 402 over a budget (not 429: OpenAI's SDKs retry a 429, and a
 budget refusal will not change within the month). A request that ends badly in the studio
 answers with `x-should-retry: false`, so the SDK never sends (and bills) it again.
+With `stream` the answer is OpenAI's server-sent events: the previews as the worker stores
+them, then the images (under ASGI they go out as they come; WSGI sends them at the end).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.utils.datastructures import MultiValueDict
@@ -49,6 +53,7 @@ from studio.models import (
 )
 from studio.pricing import money
 from studio.sandbox.responses import error_response
+from studio.sandbox.streaming import sse, stream_error_data
 from studio.views import DESIGNER_ROLES, has_role
 
 MODELS = (DEFAULT_MODEL,)
@@ -221,16 +226,10 @@ def form_data(values: dict, edit: bool) -> dict:
             "model",
             "model_not_found",
         )
-    if str(values.get("stream", False)).lower() not in ("false", "0"):
+    streaming = wants_stream(values)
+    if values.get("partial_images") not in (None, "0") and not streaming:
         raise invalid(
-            "Streaming is not offered by the studio's door yet: leave 'stream' out (or false) "
-            "and the call answers once the images are done.",
-            "stream",
-            "unsupported_value",
-        )
-    if values.get("partial_images") not in (None, "0"):
-        raise invalid(
-            "'partial_images' needs 'stream', which the door does not offer yet.",
+            "'partial_images' are sent as events of a stream: set 'stream' to true too.",
             "partial_images",
             "unsupported_value",
         )
@@ -263,7 +262,7 @@ def form_data(values: dict, edit: bool) -> dict:
         "output_format": values.get("output_format", "png"),
         "background": values.get("background", "auto"),
         "n": values.get("n", "1"),
-        "partial_images": "0",
+        "partial_images": values.get("partial_images", "0"),
     }
     if "output_compression" in values:
         data["output_compression"] = values["output_compression"]
@@ -281,6 +280,13 @@ def form_data(values: dict, edit: bool) -> dict:
             "size",
         )
     return data
+
+
+def wants_stream(values: dict) -> bool:
+    stream = str(values.get("stream", False)).lower()
+    if stream not in ("true", "false", "1", "0"):
+        raise invalid("'stream' is true or false.", "stream", "invalid_type")
+    return stream in ("true", "1")
 
 
 def route_for(name: str | None) -> Route:
@@ -440,7 +446,7 @@ def failure(generation: GenerationRequest) -> DoorError:
     )
 
 
-async def door(request: HttpRequest, edit: bool) -> JsonResponse:
+async def door(request: HttpRequest, edit: bool):
     if request.method != "POST":
         response = error_response(
             405, f"Invalid method for URL ({request.method} {request.path}): use POST."
@@ -448,23 +454,115 @@ async def door(request: HttpRequest, edit: bool) -> JsonResponse:
         response["Allow"] = "POST"
         return response
     try:
-        generation = await in_database(checked_submission, request, edit)
+        generation, streaming = await in_database(checked_submission, request, edit)
     except DoorError as error:
         return error.response()
+    if streaming:
+        response = StreamingHttpResponse(
+            stream_events(generation, edit), content_type="text/event-stream; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        response["x-request-id"] = str(generation.id)
+        return response
     waited = await wait_for_end(generation.id, settings.OPENAI_DOOR_WAIT_SECONDS)
     return await in_database(answer, generation, waited)
 
 
-def checked_submission(request: HttpRequest, edit: bool) -> GenerationRequest:
+def checked_submission(request: HttpRequest, edit: bool) -> tuple[GenerationRequest, bool]:
     """Authenticate, read and check the call, and submit it (DoorError when refused)."""
     user = user_for(request)
     if edit:
         fields, files = read_multipart(request)
-        call = Call(form_data(check_fields(fields, EDIT_PARAMETERS), True), edit_files(files))
+        values = check_fields(fields, EDIT_PARAMETERS)
+        call = Call(form_data(values, True), edit_files(files))
     else:
         values = check_fields(read_json(request), GENERATION_PARAMETERS)
         call = Call(form_data(values, False))
-    return submit(user, call, edit)
+    return submit(user, call, edit), wants_stream(values)
+
+
+# --- Streaming: previews as they are stored, then the images -------------------------------
+
+
+def image_event_fields(generation: GenerationRequest) -> dict:
+    return {
+        "created_at": int(generation.created_at.timestamp()),
+        "size": generation.size,
+        "quality": generation.quality,
+        "background": generation.background,
+        "output_format": generation.output_format,
+    }
+
+
+def new_events(generation: GenerationRequest, edit: bool, sent: set) -> tuple[list, bool]:
+    """Events for previews not yet sent; at the end the completed images (or an error).
+    Returns (events as (name, data), whether the stream is over)."""
+    prefix = "image_edit" if edit else "image_generation"
+    generation.refresh_from_db()
+    events = []
+    previews = generation.outputs.filter(kind=OutputImage.Kind.PARTIAL).order_by("index")
+    for preview in previews.exclude(pk__in=sent):
+        sent.add(preview.pk)
+        events.append(
+            (
+                f"{prefix}.partial_image",
+                {
+                    "type": f"{prefix}.partial_image",
+                    "b64_json": base64.b64encode(preview.read()).decode(),
+                    "partial_image_index": preview.index % max(1, generation.partial_images),
+                    **image_event_fields(generation),
+                },
+            )
+        )
+    if not generation.is_terminal:
+        return events, False
+    if generation.status != Status.SUCCEEDED:
+        error = failure(generation)
+        events.append(
+            (
+                "error",
+                stream_error_data(error.message, error_type=error.error_type, code=error.code),
+            )
+        )
+        return events, True
+    body = images_body(generation)
+    for image in body["data"]:
+        events.append(
+            (
+                f"{prefix}.completed",
+                {
+                    "type": f"{prefix}.completed",
+                    "b64_json": image["b64_json"],
+                    **image_event_fields(generation),
+                    "usage": body.get("usage", {}),
+                },
+            )
+        )
+    return events, True
+
+
+async def stream_events(generation: GenerationRequest, edit: bool):
+    """Server-sent events as OpenAI streams them, looking for new previews every poll."""
+    sent: set = set()
+    deadline = time.monotonic() + settings.OPENAI_DOOR_WAIT_SECONDS
+    while True:
+        events, over = await in_database(new_events, generation, edit, sent)
+        for name, data in events:
+            yield sse(name, data)
+        if over:
+            return
+        if time.monotonic() > deadline:
+            yield sse(
+                "error",
+                stream_error_data(
+                    f"The studio's request {generation.id} is still running; it goes on. Do not "
+                    "send it again.",
+                    code="timeout",
+                ),
+            )
+            return
+        await asyncio.sleep(settings.OPENAI_DOOR_POLL_SECONDS)
 
 
 @csrf_exempt

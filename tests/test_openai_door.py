@@ -263,3 +263,35 @@ def test_no_json_body_answers_a_server_error(client, designer, sandbox_route, mo
 
 async def fake_wait(request_id, timeout):
     return False
+
+
+@pytest.mark.services
+@pytest.mark.usefixtures("ledger_checked")
+def test_a_stream_sends_partial_images_then_the_image(door, worker_media):
+    stream = door.images.generate(
+        model="gpt-image-2",
+        prompt='A poster that says "STREAM"',
+        size="1024x1024",
+        quality="low",
+        stream=True,
+        partial_images=2,
+    )
+    events = list(stream)
+    assert [event.type for event in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    final = Image.open(io.BytesIO(base64.b64decode(events[-1].b64_json)))
+    assert final.size == (1024, 1024)
+    assert events[-1].usage.output_tokens > 0
+    generation = GenerationRequest.objects.get()
+    assert generation.partial_images == 2
+    assert generation.outputs.filter(kind=OutputImage.Kind.PARTIAL).count() == 2
+
+
+def test_partial_images_without_stream_is_400(door):
+    with pytest.raises(openai.BadRequestError) as raised:
+        door.images.generate(prompt="x", partial_images=2)
+    assert raised.value.body["param"] == "partial_images"
