@@ -22,7 +22,7 @@ pytestmark = [
 ]
 
 
-def test_the_node_sdk_generates_edits_and_reads_errors(
+def test_the_node_sdk_generates_edits_streams_and_reads_errors(
     live_server, live_sandbox, celery_worker, settings, designer, tmp_path
 ):
     settings.MEDIA_ROOT = celery_worker.media_root
@@ -51,6 +51,11 @@ def test_the_node_sdk_generates_edits_and_reads_errors(
     assert result["generate"]["images"] == 1 and result["generate"]["b64_length"] > 1000
     assert result["generate"]["output_tokens"] > 0
     assert result["edit"]["images"] == 1
+    assert result["stream"] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
     assert result["bad_key"] == {
         "status": 401,
         "code": "invalid_api_key",
@@ -61,4 +66,5 @@ def test_the_node_sdk_generates_edits_and_reads_errors(
     assert [(r.operation, r.status) for r in requests] == [
         ("generate", Status.SUCCEEDED),
         ("edit", Status.SUCCEEDED),
+        ("generate", Status.SUCCEEDED),
     ]

@@ -29,6 +29,17 @@ const edited = await client.images.edit({
 });
 result.edit = { images: edited.data.length, b64_length: edited.data[0].b64_json.length };
 
+const stream = await client.images.generate({
+  model: "gpt-image-2",
+  prompt: 'A poster that says "STREAM"',
+  size: "1024x1024",
+  quality: "low",
+  stream: true,
+  partial_images: 2,
+});
+result.stream = [];
+for await (const event of stream) result.stream.push(event.type);
+
 try {
   await new OpenAI({ baseURL, apiKey: "sts_wrong", maxRetries: 0 }).images.generate({
     prompt: "x",
