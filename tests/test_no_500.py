@@ -188,6 +188,7 @@ PARAMETERS = {
     # The door's own walk with a valid token is tests/test_openai_door.py's fuzz.
     "door:images-generations": Parameters(post=DOOR),
     "door:images-edits": Parameters(post=DOOR, files=("image", "image[]", "mask")),
+    "door:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),
     "door:not-found": Parameters(),
     # With a token, tests/test_rest_api.py walks the REST API's bodies and queries.
     "rest:openapi-json": Parameters(),

@@ -295,3 +295,43 @@ def test_partial_images_without_stream_is_400(door):
     with pytest.raises(openai.BadRequestError) as raised:
         door.images.generate(prompt="x", partial_images=2)
     assert raised.value.body["param"] == "partial_images"
+
+
+@pytest.mark.services
+@pytest.mark.usefixtures("ledger_checked")
+def test_responses_with_the_image_tool_and_a_follow_up(door, worker_media, designer):
+    tool = {"type": "image_generation", "size": "1024x1024", "quality": "low"}
+    first = door.responses.create(
+        model="gpt-5.4", input='Draw a poster that says "HELLO"', tools=[tool]
+    )
+    [call] = [item for item in first.output if item.type == "image_generation_call"]
+    picture = Image.open(io.BytesIO(base64.b64decode(call.result)))
+    assert picture.size == (1024, 1024)
+    assert first.id and first.output_text is not None
+    follow_up = door.responses.create(
+        model="gpt-5.4",
+        input=[{"role": "user", "content": 'Now make it say "BYE"'}],
+        tools=[tool],
+        previous_response_id=first.id,
+    )
+    assert follow_up.previous_response_id == first.id
+    [conversation] = designer.conversations.all()
+    turns = list(conversation.turns.order_by("created_at"))
+    assert [t.status for t in turns] == [Status.SUCCEEDED, Status.SUCCEEDED]
+    assert turns[1].previous_response_id == first.id
+    assert turns[1].expected_text_labels == ["BYE"]
+
+
+def test_responses_refuses_an_image_model_and_unknown_previous_ids(door):
+    tool = {"type": "image_generation"}
+    with pytest.raises(openai.BadRequestError) as raised:
+        door.responses.create(model="gpt-image-2", input="x", tools=[tool])
+    assert raised.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as raised:
+        door.responses.create(
+            model="gpt-5.4", input="x", tools=[tool], previous_response_id="resp_nope"
+        )
+    assert raised.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.BadRequestError) as raised:
+        door.responses.create(model="gpt-5.4", input="x", tools=[{**tool, "colour": 1}])
+    assert raised.value.body["code"] == "unknown_parameter"

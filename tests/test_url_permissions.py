@@ -125,6 +125,7 @@ EXPECTED = {
     # The OpenAI door takes a bearer API token only, never a session (tests/test_openai_door).
     "door:images-generations": ("POST", dict.fromkeys(ROLES, 401)),
     "door:images-edits": ("POST", dict.fromkeys(ROLES, 401)),
+    "door:responses": ("POST", dict.fromkeys(ROLES, 401)),
     "door:not-found": ("POST", dict.fromkeys(ROLES, 404)),
     # The REST API takes a bearer API token only (tests/test_rest_api); schema and docs are
     # public, like any published API's.
