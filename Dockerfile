@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # One image for the web process (default command), the sandbox and the Celery worker:
 #   docker run IMAGE                      -> gunicorn on :8000
+#   docker run IMAGE asgi                 -> the same web under ASGI (uvicorn workers): the
+#                                            OpenAI door at /v1/ waits without a thread
 #   docker run IMAGE sandbox              -> the sandbox API alone on :8001 (threads), so slow
 #                                            fake calls never hold a web worker
 #   docker run IMAGE worker               -> celery worker, thread pool
@@ -60,6 +62,7 @@ case "$1" in
   beat) shift; touch /tmp/studio-beat; exec celery -A config beat --loglevel INFO --schedule /app/var/celerybeat-schedule "$@" ;;
   migrate) exec python manage.py migrate --noinput ;;
   web|"") exec gunicorn config.wsgi --bind "0.0.0.0:${PORT:-8000}" --workers "${WEB_CONCURRENCY:-3}" --timeout "${WEB_TIMEOUT_SECONDS:-30}" --limit-request-line 8190 --access-logfile - ;;
+  asgi) shift; exec gunicorn config.asgi -k uvicorn_worker.UvicornWorker --bind "0.0.0.0:${PORT:-8000}" --workers "${WEB_CONCURRENCY:-3}" --timeout "${WEB_TIMEOUT_SECONDS:-30}" --access-logfile - "$@" ;;
   sandbox) shift; touch /tmp/studio-sandbox; export SANDBOX_PROCESS=1; exec gunicorn config.wsgi --bind "0.0.0.0:${SANDBOX_PORT:-8001}" --worker-class gthread --workers "${SANDBOX_WORKERS:-2}" --threads "${SANDBOX_THREADS:-32}" --timeout "${WEB_TIMEOUT_SECONDS:-30}" --access-logfile - "$@" ;;
   *) exec "$@" ;;
 esac

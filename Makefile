@@ -46,7 +46,7 @@ system-test-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	for language in $(OCR_LANGUAGES); do \
 		[ -e /usr/share/tesseract-ocr/5/tessdata/$$(echo $$language | tr - _).traineddata ] \
 			|| missing="$$missing tesseract-ocr-$$language"; \
@@ -60,10 +60,10 @@ system-test-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-## node-test-deps: the npm packages the browser tests serve to Chromium (axe-core), from
-## package.json into node_modules/ (not committed)
-node_modules/.installed: package.json
-	npm install --no-audit --no-fund --no-package-lock --silent
+## node-test-deps: the npm packages of package.json into node_modules/ (not committed):
+## axe-core, which the browser tests serve to Chromium, and OpenAI's Node SDK for the door
+node_modules/.installed: package.json | system-test-deps
+	npm install --no-audit --no-fund --no-package-lock --loglevel error
 	touch $@
 node-test-deps: node_modules/.installed
 
@@ -85,6 +85,7 @@ bench: install-test system-test-deps
 	BENCH_DATABASE_URL=$(BENCH_POSTGRES)/studio_bench_path $(BIN)/python -m tests.bench.request_path
 	BENCH_REQUESTS=1000 $(BIN)/python -m tests.bench.concurrency
 	BENCH_DATABASE_URL=$(BENCH_POSTGRES)/studio_bench_flight $(BIN)/python -m tests.bench.concurrency
+	$(BIN)/python -m tests.bench.door
 	$(BIN)/python -m tests.bench.audit
 	$(BIN)/python -m tests.bench.gallery
 	$(BIN)/python -m tests.bench.campaigns

@@ -89,14 +89,18 @@ INSTALLED_APPS = [
     "studio.sandbox",
     "review",
     "campaigns",
+    "api",
+    "ninja",  # the API docs' own static files (no CDN, so the CSP holds)
 ]
 
 MIDDLEWARE = [
     # Outermost: whatever answers an error under /sandbox/v1/ (the URL resolver, a method
     # check, the body limit, an exception) answers it in OpenAI's error shape.
     "studio.sandbox.middleware.OpenAIErrorMiddleware",
+    # The same for the REST API (/api/) and the OpenAI door (/v1/), each in its own shape.
+    "api.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "studio.middleware.StaticFilesMiddleware",  # WhiteNoise, sync and async
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -442,6 +446,20 @@ SUBMISSIONS_PER_MINUTE = env_int("SUBMISSIONS_PER_MINUTE", 20)
 CAMPAIGN_MAX_ROWS = env_int("CAMPAIGN_MAX_ROWS", 10_000)
 CAMPAIGN_ROWS_IN_FLIGHT = env_int("CAMPAIGN_ROWS_IN_FLIGHT", 8)
 CAMPAIGN_ROWS_PER_USER = env_int("CAMPAIGN_ROWS_PER_USER", 4)
+
+# The OpenAI-compatible door at /v1/ (api/door.py): the route it submits to by default
+# (empty: the sandbox when enabled, else the first enabled route), how long a call waits for
+# the worker before answering 504 (the request goes on), how often waiting calls look (one
+# query for all), and how many of its calls use the database at once per web process.
+OPENAI_DOOR_ROUTE = env_str("OPENAI_DOOR_ROUTE", "")
+OPENAI_DOOR_WAIT_SECONDS = env_int("OPENAI_DOOR_WAIT_SECONDS", 600)
+OPENAI_DOOR_POLL_SECONDS = env_int("OPENAI_DOOR_POLL_MILLISECONDS", 50) / 1000
+OPENAI_DOOR_DB_CONCURRENCY = env_int("OPENAI_DOOR_DB_CONCURRENCY", 10)
+# Webhook deliveries (api/webhooks.py): tries in all, backoff between them, answer timeout.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 10)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]

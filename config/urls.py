@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.rest import api as rest_api
 from studio import views as studio_views
 from studio.forms import LoginForm
 
@@ -13,6 +14,11 @@ urlpatterns = [
     path("review/", include("review.urls")),
     path("audit/", include("review.audit_urls")),
     path("campaigns/", include("campaigns.urls")),
+    path("settings/tokens/", include("api.urls")),
+    path("settings/webhooks/", include("api.webhook_urls")),
+    # OpenAI's SDKs with base_url=<studio>/v1 and a studio API token (api/door.py).
+    path("v1/", include("api.door_urls")),
+    path("api/", rest_api.urls),
     # Log in, log out and change a password; no e-mailed reset (there is no mail set up).
     path(
         "accounts/login/",

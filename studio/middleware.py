@@ -2,18 +2,51 @@ from __future__ import annotations
 
 import re
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpResponse
 
 
-class RequestBodyLimitMiddleware:
-    """Refuse a request whose declared body is larger than any legitimate one, before a
-    byte of it is read. (The web server in front should enforce the same limit.)"""
+class BothModes:
+    """A middleware that runs in a sync chain (WSGI) and an async one (ASGI) alike.
+
+    Its own work is `before` (an answer, or None to go on) and `after`: quick checks with no
+    I/O, run in place in either mode. Under ASGI the views behind it then stay async, so a
+    call waiting at the OpenAI door (api/door.py) holds no thread; one sync-only middleware
+    would make Django run the whole chain in a thread per request.
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.before(request)
+        return self.after(request, response or self.get_response(request))
+
+    async def __acall__(self, request):
+        response = self.before(request)
+        return self.after(request, response or await self.get_response(request))
+
+    def before(self, request):
+        return None
+
+    def after(self, request, response):
+        return response
+
+
+class RequestBodyLimitMiddleware(BothModes):
+    """Refuse a request whose declared body is larger than any legitimate one, before a
+    byte of it is read. (The web server in front should enforce the same limit.)"""
+
+    def before(self, request):
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -26,7 +59,7 @@ class RequestBodyLimitMiddleware:
                 status=413,
                 content_type="text/plain",
             )
-        return self.get_response(request)
+        return None
 
 
 # C0 control characters but tab, line feed and carriage return, which text areas carry.
@@ -35,7 +68,7 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f]")
 
 
-class ControlCharacterMiddleware:
+class ControlCharacterMiddleware(BothModes):
     """Answer 400 to a request whose path, query or form values hold a control character.
 
     No text the studio keeps or shows has one, and PostgreSQL refuses NUL in any text
@@ -44,17 +77,14 @@ class ControlCharacterMiddleware:
     OpenAI's error shape.
     """
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request):
+    def before(self, request):
         # Headers too: django-axes stores the User-Agent of a failed login, for one.
         for key, value in request.META.items():
             header = key.startswith("HTTP_") and isinstance(value, str)
             if header and HEADER_CONTROL_CHARACTERS.search(value):
                 name = key.removeprefix("HTTP_").replace("_", "-").title()
                 return _control_character_refusal(f"the {name} header")
-        return self.get_response(request)
+        return None
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         if getattr(view_func, "__module__", "").startswith("studio.sandbox"):
@@ -82,3 +112,21 @@ def _control_character_refusal(where: str) -> HttpResponse:
         status=400,
         content_type="text/plain; charset=utf-8",
     )
+
+
+class StaticFilesMiddleware(BothModes):
+    """WhiteNoise's static files, in either mode (WhiteNoise's own middleware is sync-only)."""
+
+    def __init__(self, get_response) -> None:
+        from whitenoise.middleware import WhiteNoiseMiddleware
+
+        super().__init__(get_response)
+        self.whitenoise = WhiteNoiseMiddleware(get_response)
+
+    def before(self, request):
+        whitenoise = self.whitenoise
+        if whitenoise.autorefresh:
+            static_file = whitenoise.find_file(request.path_info)
+        else:
+            static_file = whitenoise.files.get(request.path_info)
+        return whitenoise.serve(static_file, request) if static_file is not None else None

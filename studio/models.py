@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import models, transaction
 from django.db.models import Exists, OuterRef, Q, Sum, Value
 from django.db.models.functions import Coalesce, Concat
+from django.dispatch import Signal
 from django.urls import reverse
 from django.utils import timezone
 
@@ -39,6 +40,10 @@ def is_image_model(name: str) -> bool:
 
 
 log = logging.getLogger(__name__)
+
+# Sent once when a request ends (succeeded, failed, refused, cancelled), with `request`:
+# webhooks (api.webhooks) listen. Receivers must not raise.
+request_ended = Signal()
 
 
 class Route(models.Model):
@@ -1165,6 +1170,8 @@ class GenerationRequest(models.Model):
             output_tokens=self.output_tokens,
         )
         self.refresh_from_db()
+        if ended:
+            request_ended.send_robust(sender=GenerationRequest, request=self)
         return bool(ended)
 
     def total_attempt_cost(self) -> Decimal | None:
@@ -1296,6 +1303,8 @@ class GenerationRequest(models.Model):
             lease_expires_at=None,
         )
         self.refresh_from_db()
+        if cancelled:
+            request_ended.send_robust(sender=GenerationRequest, request=self)
         return bool(cancelled)
 
     def resolve_stuck(self) -> str:

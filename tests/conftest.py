@@ -346,9 +346,18 @@ def objects(designer, reviewer, sandbox_route, seed_frames):
         campaign=campaign,
         campaign_row=1,
     )
+    from api.models import ApiToken, Webhook, WebhookDelivery
+
+    hook = Webhook.objects.create(
+        owner=designer, url="https://hooks.example.org/x", events=["request.finished"]
+    )
+    delivery = WebhookDelivery.objects.create(webhook=hook, event="request.finished", payload={})
     return {
         "campaign_id": campaign.id,
         "row": 1,
+        "token_id": ApiToken.create_for(designer, "walk").token.pk,
+        "webhook_id": hook.pk,
+        "delivery_id": delivery.pk,
         "conversation_id": conversation.id,
         "request_id": generation.id,
         "output_id": output.id,

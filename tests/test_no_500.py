@@ -147,6 +147,7 @@ CAMPAIGN = (
     "action",
 )
 
+DOOR = (*SANDBOX, "route")
 PARAMETERS = {
     "studio:home": Parameters(),
     "studio:request-list": Parameters(
@@ -212,6 +213,30 @@ PARAMETERS = {
     "audit:attempts": Parameters(get=AUDIT),
     "audit:export": Parameters(get=AUDIT),
     "audit:frames": Parameters(get=("frame",)),
+    "api:tokens": Parameters(post=("name", "expires")),
+    "api:token-all": Parameters(),
+    "api:token-revoke": Parameters(post=("next",)),
+    # The door's own walk with a valid token is tests/test_openai_door.py's fuzz.
+    "door:images-generations": Parameters(post=DOOR),
+    "door:images-edits": Parameters(post=DOOR, files=("image", "image[]", "mask")),
+    "door:responses": Parameters(post=("model", "input", "tools", "previous_response_id")),
+    "door:not-found": Parameters(),
+    # With a token, tests/test_rest_api.py walks the REST API's bodies and queries.
+    "rest:openapi-json": Parameters(),
+    "rest:openapi-view": Parameters(),
+    "rest:api-root": Parameters(),
+    "rest:generate": Parameters(post=("prompt", "size", "route", "n")),
+    "rest:edit": Parameters(post=("prompt", "size", "source_output"), files=("source", "mask")),
+    "rest:list_requests": Parameters(get=("cursor", "limit", "status", "operation", "mine")),
+    "rest:read_request": Parameters(),
+    "rest:cancel_request": Parameters(),
+    "rest:output_file": Parameters(),
+    "rest:review_queue": Parameters(get=("cursor", "limit")),
+    "rest:record_decision": Parameters(post=("verdict", "reason")),
+    "webhooks:list": Parameters(post=("url", "events")),
+    "webhooks:detail": Parameters(),
+    "webhooks:delete": Parameters(),
+    "webhooks:replay": Parameters(),
     "login": Parameters(get=("next",), post=("username", "password", "next")),
     "logout": Parameters(post=("next",)),
     "password_change": Parameters(post=("old_password", "new_password1", "new_password2")),

@@ -126,6 +126,42 @@ EXPECTED = {
     "campaigns:row-again": ("POST", OWN_OBJECT_ACTION),
     "campaigns:download": ("GET", OWN_OBJECT),
     "campaigns:publish": ("POST", OWN_OBJECT_ACTION),
+    "api:tokens": ("GET", SIGNED_IN),
+    "api:token-all": ("GET", ADMIN_PAGE),
+    # Your own token; an admin revokes anyone's.
+    "api:token-revoke": (
+        "POST",
+        {**OWN_OBJECT_ACTION, "reviewer": 404, "outsider": 404},
+    ),
+    # The OpenAI door takes a bearer API token only, never a session (tests/test_openai_door).
+    "door:images-generations": ("POST", dict.fromkeys(ROLES, 401)),
+    "door:images-edits": ("POST", dict.fromkeys(ROLES, 401)),
+    "door:responses": ("POST", dict.fromkeys(ROLES, 401)),
+    "door:not-found": ("POST", dict.fromkeys(ROLES, 404)),
+    # The REST API takes a bearer API token only (tests/test_rest_api); schema and docs are
+    # public, like any published API's.
+    "rest:openapi-json": ("GET", dict.fromkeys(ROLES, 200)),
+    "rest:openapi-view": ("GET", dict.fromkeys(ROLES, 200)),
+    "rest:api-root": ("GET", dict.fromkeys(ROLES, 404)),
+    "rest:generate": ("POST", dict.fromkeys(ROLES, 401)),
+    "rest:edit": ("POST", dict.fromkeys(ROLES, 401)),
+    "rest:list_requests": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:read_request": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:cancel_request": ("POST", dict.fromkeys(ROLES, 401)),
+    "rest:output_file": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:review_queue": ("GET", dict.fromkeys(ROLES, 401)),
+    "rest:record_decision": ("POST", dict.fromkeys(ROLES, 401)),
+    # Webhooks are their owner's alone (admins included: a hook's log is its owner's).
+    "webhooks:list": ("GET", SIGNED_IN),
+    "webhooks:detail": ("GET", {**OWN_OBJECT, "reviewer": 404, "admin": 404}),
+    "webhooks:delete": (
+        "POST",
+        {**OWN_OBJECT_ACTION, "reviewer": 404, "admin": 404, "outsider": 404},
+    ),
+    "webhooks:replay": (
+        "POST",
+        {**OWN_OBJECT_ACTION, "reviewer": 404, "admin": 404, "outsider": 404},
+    ),
     "password_change": ("GET", SIGNED_IN),
     "password_change_done": ("GET", SIGNED_IN),
 }

@@ -4,10 +4,9 @@ body limit (413), an exception (500) or the sandbox's own checks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.http import HttpRequest, HttpResponse
 
+from studio.middleware import BothModes
 from studio.sandbox import responses
 
 SANDBOX_PREFIX = "/sandbox"
@@ -20,15 +19,14 @@ def is_sandbox_path(path: str) -> bool:
     return path.startswith(SANDBOX_ROOT) or path == SANDBOX_ROOT.rstrip("/")
 
 
-class OpenAIErrorMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+class OpenAIErrorMiddleware(BothModes):
+    def before(self, request: HttpRequest) -> None:
+        if is_sandbox_path(request.path_info):
+            request.sandbox_request_id = responses.new_request_id()
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if not is_sandbox_path(request.path_info):
-            return self.get_response(request)
-        request.sandbox_request_id = responses.new_request_id()
-        response = self.get_response(request)
+            return response
         if response.status_code >= 400 and not is_json(response):
             response = openai_error_for(request, response)
         response[responses.REQUEST_ID_HEADER] = request.sandbox_request_id
