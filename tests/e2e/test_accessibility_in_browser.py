@@ -63,6 +63,13 @@ def role_pages(role: str, objects, request_page: str) -> dict[str, str]:
             "conversation": reverse(
                 "studio:conversation-detail", args=[objects["conversation_id"]]
             ),
+            "home": reverse("studio:home"),
+            "campaigns": reverse("campaigns:list"),
+            "new campaign": reverse("campaigns:new"),
+            "campaign": reverse("campaigns:detail", args=[objects["campaign_id"]]),
+            "API tokens": reverse("api:tokens"),
+            "webhooks": reverse("webhooks:list"),
+            "webhook": reverse("webhooks:detail", args=[objects["webhook_id"]]),
         }
     if role == "reviewer":
         return {
@@ -71,12 +78,16 @@ def role_pages(role: str, objects, request_page: str) -> dict[str, str]:
             "not allowed": reverse("audit:dashboard"),
             "review an output": reverse("review:output", args=[objects["output_id"]]),
             "request page": request_page,
+            "a campaign's outputs": reverse("review:queue")
+            + f"?campaign={objects['campaign_id']}&view=grid",
         }
     return {
         "audit": reverse("audit:dashboard") + "?start=&end=",
         "attempt list": reverse("audit:attempts") + "?start=&end=",
         "frame analytics": reverse("audit:frames"),
         "composer": reverse("studio:request-new"),
+        "everyone's API tokens": reverse("api:token-all"),
+        "campaigns": reverse("campaigns:list"),
     }
 
 
