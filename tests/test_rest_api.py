@@ -79,7 +79,7 @@ def test_generate_goes_through_the_composers_rules(client, designer, sandbox_rou
 def test_a_broken_size_rule_names_the_field_and_rule(client, designer, sandbox_route):
     error = assert_error_shape(
         post_json(
-            client, "/api/requests/generate", {"prompt": "x", "size": "1000x1000"}, bearer(designer)
+            client, "/api/requests/generate", {"prompt": "x", "size": "1000x1024"}, bearer(designer)
         ),
         400,
     )
