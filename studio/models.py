@@ -2366,3 +2366,25 @@ class Conversation(models.Model):
             conversation=self,
             expected_text_labels=imagerules.expected_labels(message, extra_labels),
         )
+
+
+class SubmissionKey(models.Model):
+    """One form as the designer was shown it (composer, edit page, conversation): the key is
+    written into the page, and the first POST that carries it claims it. A second POST of the
+    same form (a double click, Ctrl+Enter pressed twice, a browser resending) finds the key
+    taken and is shown what the first made, so one intention never makes two paid calls.
+    See studio.views.sent_once; the sweep deletes keys older than a day."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=64)
+    # Where the first POST led (the request or conversation it made); empty while it runs.
+    target = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="one_submission_per_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.key}"

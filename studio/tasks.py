@@ -32,6 +32,7 @@ from studio.models import (
     OutputImage,
     Route,
     Status,
+    SubmissionKey,
     call_receipt,
     keep_payload,
     record_kept_call,
@@ -444,6 +445,8 @@ def sweep_requests() -> dict:
     """Send forgotten queued rows to the broker again and settle running rows whose worker is
     gone. Runs periodically (celery beat); safe to run anywhere, any number of times."""
     now = timezone.now()
+    # A form's submission key only matters while someone may send it twice.
+    SubmissionKey.objects.filter(created_at__lt=now - timedelta(days=1)).delete()
     stale = now - timedelta(seconds=settings.QUEUED_STALE_SECONDS)
     forgotten = GenerationRequest.objects.filter(status=Status.QUEUED, held=False).filter(
         Q(retry_at__isnull=True, created_at__lt=stale) | Q(retry_at__lt=stale)

@@ -47,6 +47,71 @@ def has_role(user, *roles: str) -> bool:
     return user.is_superuser or user.groups.filter(name__in=roles).exists()
 
 
+SENT_ONCE_WAIT_SECONDS = 15
+
+
+def sent_once(view):
+    """Let one shown form make its request once (studio.models.SubmissionKey).
+
+    A POST carrying a `submission_key` claims it first (a unique row, so two POSTs racing
+    each other cannot both win). When the view redirects (it made something), the key
+    remembers where to; when it answers with the form again (an error, a refusal), the key
+    is let go so the same form can be corrected and sent. A POST whose key is taken waits
+    for the first to finish and is sent where the first went, with a message. Previews,
+    GETs and POSTs without a key (scripts, tests) pass straight through."""
+    from django.db import IntegrityError, transaction
+
+    from studio.models import SubmissionKey
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        key = (request.POST.get("submission_key") or "")[:64] if request.method == "POST" else ""
+        if not key or request.POST.get("action") == "preview":
+            return view(request, *args, **kwargs)
+        try:
+            with transaction.atomic():
+                claimed = SubmissionKey.objects.create(user=request.user, key=key)
+        except IntegrityError:
+            return _sent_already(request, key) or view(request, *args, **kwargs)
+        try:
+            response = view(request, *args, **kwargs)
+        except BaseException:
+            claimed.delete()
+            raise
+        target = response.get("HX-Redirect") or (
+            response.url if response.status_code in (301, 302, 303) else ""
+        )
+        if target:
+            SubmissionKey.objects.filter(pk=claimed.pk).update(target=target[:300])
+        else:
+            claimed.delete()
+        return response
+
+    return wrapper
+
+
+def _sent_already(request, key: str):
+    """The same form was sent again: show what its first sending made. None when the first
+    sending was refused meanwhile (its key let go): this one is then judged on its own."""
+    import time
+
+    from studio.models import SubmissionKey
+
+    deadline = time.monotonic() + SENT_ONCE_WAIT_SECONDS
+    while True:
+        first = SubmissionKey.objects.filter(user=request.user, key=key).first()
+        if first is None:
+            return None
+        if first.target or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    messages.info(
+        request, "That form was already sent: this is what it made. Nothing was sent twice."
+    )
+    target = first.target or reverse("studio:request-list")
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+
+
 def role_required(*roles: str):
     """Let in users of one of these groups (superusers always); others get 403."""
 
@@ -123,6 +188,7 @@ def _edit_frame_handoff(request, raw: str | None):
 
 @role_required(*DESIGNER_ROLES)
 @require_http_methods(["GET", "HEAD", "POST"])
+@sent_once
 def request_new(request):
     """The composer: frame and slots or a free prompt, settings, route, live estimate."""
     if request.method != "POST":
@@ -212,6 +278,7 @@ def _edit_context(request, form: EditForm) -> dict:
 
 @role_required(*DESIGNER_ROLES)
 @require_http_methods(["GET", "HEAD", "POST"])
+@sent_once
 def edit_new(request):
     """The edit page: a source (uploaded or an output), references, a mask painted or
     uploaded, an edit frame or a free prompt, settings and the estimate."""
@@ -571,6 +638,7 @@ def conversation_list(request):
 
 @role_required(*DESIGNER_ROLES)
 @require_http_methods(["GET", "HEAD", "POST"])
+@sent_once
 def conversation_new(request):
     """Start multi-turn work with the assistant: settings for every turn, and a first message."""
     form = ConversationForm(request.POST or None)
@@ -650,6 +718,7 @@ def _turn_preview(form, conversation: Conversation | None) -> dict:
 
 @role_required(*DESIGNER_ROLES)
 @require_POST
+@sent_once
 def conversation_turn(request, conversation_id):
     """The next message; only the owner may speak in a conversation."""
     conversation = _get_conversation_for_user(request.user, conversation_id)

@@ -125,6 +125,7 @@ COMPOSER = (
     "slot_product",
     "slot_headline",
     "extra_labels",
+    "submission_key",
 )
 EDIT = (*COMPOSER, "source_output", "input_sizes")
 EDIT_FILES = ("source", "references", "mask")
@@ -186,10 +187,11 @@ PARAMETERS = {
             "partial_images",
             "message",
             "extra_labels",
+            "submission_key",
         )
     ),
     "studio:conversation-detail": Parameters(),
-    "studio:conversation-turn": Parameters(post=("message", "extra_labels")),
+    "studio:conversation-turn": Parameters(post=("message", "extra_labels", "submission_key")),
     "studio:output-file": Parameters(),
     "studio:output-drift": Parameters(),
     "studio:input-file": Parameters(),
