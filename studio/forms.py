@@ -133,6 +133,13 @@ def clean_extra_labels(form: forms.Form) -> list[str]:
     return labels
 
 
+def default_route(routes) -> int | None:
+    """The route a form starts on: the sandbox when it is offered, so nothing is billed by
+    a designer who did not choose a paid route; else none chosen."""
+    sandbox = next((route for route in routes if route.is_sandbox), None)
+    return sandbox.pk if sandbox else None
+
+
 class ComposerForm(forms.Form):
     frame = forms.ModelChoiceField(
         queryset=PromptFrame.objects.none(),
@@ -183,8 +190,7 @@ class ComposerForm(forms.Form):
         routes = Route.objects.filter(enabled=True)
         self.fields["route"].queryset = routes
         if "route" not in self.initial:
-            sandbox = next((route for route in routes if route.is_sandbox), None)
-            self.initial["route"] = sandbox.pk if sandbox else None
+            self.initial["route"] = default_route(routes)
         self.chosen_frame = self._chosen_frame()
         self.version = self.chosen_frame.current_version if self.chosen_frame else None
         for slot in self.version.slot_list() if self.version else []:
@@ -807,7 +813,10 @@ class ConversationForm(TurnForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Only routes that can serve the Responses API are offered.
-        self.fields["route"].queryset = Route.objects.filter(enabled=True, supports_assistant=True)
+        routes = Route.objects.filter(enabled=True, supports_assistant=True)
+        self.fields["route"].queryset = routes
+        if "route" not in self.initial:
+            self.initial["route"] = default_route(routes)
 
     def clean(self) -> dict:
         data = super().clean()

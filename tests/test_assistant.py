@@ -5,6 +5,7 @@ OutputImage of its turn with the same ledger as any other request."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from html import escape
 
@@ -381,3 +382,22 @@ def test_run_again_on_a_turn_sends_you_back_to_the_conversation(client, designer
     response = client.post(reverse("studio:request-run-again", args=[turn.id]))
     assert response.url == turn.get_absolute_url()
     assert GenerationRequest.objects.count() == 1
+
+
+def test_a_new_conversation_starts_on_the_sandbox_not_the_first_paid_route(
+    client, designer, sandbox_route
+):
+    """A new-user walk found a paid route whose name sorts first pre-selected, and billed."""
+    from studio.models import Route
+
+    Route.objects.create(
+        name="aaa-openai",
+        owner="openai",
+        base_url="https://api.example/v1",
+        api_key_env="AAA_KEY",
+        supports_assistant=True,
+    )
+    client.force_login(designer)
+    body = client.get(reverse("studio:conversation-new")).content.decode()
+    [selected] = re.findall(r'<option value="(\d+)" selected', body)
+    assert int(selected) == sandbox_route.pk
