@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 # Output-token factor per quality. "auto" lets the API choose, so estimates take the upper
 # bound (high) and say so.
@@ -29,8 +29,14 @@ def money(amount: Decimal | float | None) -> str:
     calls cost fractions of a cent to a few cents), two from $1 up; "unknown" for None."""
     if amount is None:
         return "unknown"
-    places = 4 if abs(amount) < 1 else 2
-    return f"${amount:,.{places}f}"
+    amount = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    # The rule is judged on the amount as shown: $0.99996 rounds to one dollar, so it reads
+    # "$1.00", not "$1.0000"; nothing reads "-$0.0000".
+    shown = amount.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+    places = 4 if abs(shown) < 1 else 2
+    text = f"{abs(shown):,.{places}f}"
+    negative = shown < 0 and text.strip("0.,") != ""
+    return f"-${text}" if negative else f"${text}"
 
 
 def estimate_output_tokens(width: int, height: int, quality: str) -> int:

@@ -52,6 +52,10 @@ def test_the_rule_itself():
     assert money(Decimal("1")) == "$1.00"
     assert money(Decimal("1234.5")) == "$1,234.50"
     assert money(None) == "unknown"
+    # Judged on the amount as shown (a new-user walk saw "$1.0000" for $0.99996).
+    assert money(Decimal("0.99996")) == "$1.00"
+    assert money(Decimal("-0.00001")) == "$0.0000"
+    assert money(Decimal("-0.5")) == "-$0.5000"
 
 
 def test_the_same_amount_reads_the_same_on_every_page(
