@@ -62,8 +62,9 @@ class RequestBodyLimitMiddleware(BothModes):
         return None
 
 
-# C0 control characters but tab, line feed and carriage return, which text areas carry.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# C0 control characters but tab, line feed and carriage return, which text areas carry;
+# DEL and the C1 controls (U+0080-U+009F: NEL, CSI, ...), which no one types.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # A header value may hold a tab, never a line break.
 HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f]")
 

@@ -46,6 +46,10 @@ def enqueue_nothing(monkeypatch):
         ("designer", "studio:edit-new", {"frame": "a\x00"}),
         ("reviewer", "review:queue", {"designer": "\x00"}),
         ("admin", "audit:dashboard", {"user": "\x1b"}),
+        # DEL and the C1 controls too (a new-user walk: NEL and CSI in the gallery search).
+        ("designer", "studio:request-list", {"q": "a\x7f"}),
+        ("designer", "studio:request-list", {"q": "a\x85b"}),
+        ("designer", "studio:request-list", {"q": "\x9b31m"}),
     ],
 )
 def test_a_control_character_in_a_query_is_a_400_with_a_message(
