@@ -52,27 +52,15 @@ from studio.models import (
     SubmissionFlood,
 )
 from studio.pricing import money
+from studio.sandbox.params import SHARED_PARAMETERS
 from studio.sandbox.responses import error_response
 from studio.sandbox.streaming import sse, stream_error_data
 from studio.views import DESIGNER_ROLES, has_role
 
 MODELS = (DEFAULT_MODEL,)
-# OpenAI's parameters the door reads; `route` is the studio's own (a route by name).
-SHARED = (
-    "prompt",
-    "model",
-    "n",
-    "size",
-    "quality",
-    "output_format",
-    "output_compression",
-    "background",
-    "stream",
-    "partial_images",
-    "response_format",
-    "user",
-    "route",
-)
+# OpenAI's image parameters (the sandbox's list: one place names them), the response format
+# the SDKs send, and the studio's own `route` (a route by name).
+SHARED = (*SHARED_PARAMETERS, "response_format", "route")
 GENERATION_PARAMETERS = frozenset((*SHARED, "moderation", "style"))
 EDIT_PARAMETERS = frozenset((*SHARED, "input_fidelity"))
 IMAGE_FIELDS = ("image", "image[]")

@@ -62,6 +62,43 @@ def create_database(url: str) -> None:
         db.execute(f'CREATE DATABASE "{name}"')
 
 
+def studio_environment(var_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment a bench runs the studio in, made ready: this process's own plus a
+    VAR_DIR of its own, no OCR, no submission limit, and the embedded defaults (SQLite, the
+    filesystem broker) unless BENCH_DATABASE_URL names a PostgreSQL database the bench may
+    empty (with BENCH_BROKER_URL); migrated and seeded, and set in os.environ too."""
+    env = {
+        **os.environ,
+        "VAR_DIR": str(var_dir),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LOG_LEVEL": "WARNING",
+        # The bench submits thousands at once on purpose.
+        "SUBMISSIONS_PER_MINUTE": "1000000",
+        # OCR reads each stored output with tesseract (CPU-bound, seconds each): here it
+        # would measure tesseract on two cores, not calls in flight. Its own bench is ocr.py.
+        "REVIEW_OCR_ON_STORE": "0",
+        **extra,
+    }
+    if database_url := os.environ.get("BENCH_DATABASE_URL"):
+        env["DATABASE_URL"] = database_url
+        env["CELERY_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
+        create_database(database_url)
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{var_dir / 'studio.sqlite3'}"
+        env["CELERY_BROKER_URL"] = "filesystem://"
+    os.environ.update(env)
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    subprocess.run(
+        [python, "manage.py", "seed_studio"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return env
+
+
 def worker_connections() -> int | None:
     from django.db import connection
 
@@ -103,36 +140,8 @@ def p95_ms(samples: list[float]) -> float:
 def main() -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "VAR_DIR": str(var_dir),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox/v1",
-        "LOG_LEVEL": "WARNING",
-        # The bench submits thousands at once on purpose.
-        "SUBMISSIONS_PER_MINUTE": "1000000",
-        # OCR reads each stored output with tesseract (CPU-bound, seconds each): here it
-        # would measure tesseract on two cores, not calls in flight. Its own bench is ocr.py.
-        "REVIEW_OCR_ON_STORE": "0",
-    }
-    if database_url := os.environ.get("BENCH_DATABASE_URL"):
-        env["DATABASE_URL"] = database_url
-        env["CELERY_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
-        create_database(database_url)
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{var_dir / 'studio.sqlite3'}"
-        env["CELERY_BROKER_URL"] = "filesystem://"
-    os.environ.update(env)
+    env = studio_environment(var_dir, {"SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox/v1"})
     python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
-    subprocess.run(
-        [python, "manage.py", "seed_studio"],
-        cwd=BASE_DIR,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
     import django
 
     django.setup()

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.bench.concurrency import BASE_DIR, create_database, free_port
+from tests.bench.concurrency import BASE_DIR, free_port, studio_environment
 
 RUNS = int(os.environ.get("BENCH_PATH_RUNS", "30"))
 
@@ -32,31 +32,8 @@ RUNS = int(os.environ.get("BENCH_PATH_RUNS", "30"))
 def main() -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-path-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "VAR_DIR": str(var_dir),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "LOG_LEVEL": "WARNING",
-        "SUBMISSIONS_PER_MINUTE": "1000000",
-        "REVIEW_OCR_ON_STORE": "0",
-    }
-    if database_url := os.environ.get("BENCH_DATABASE_URL"):
-        env["DATABASE_URL"] = database_url
-        env["CELERY_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
-        create_database(database_url)
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{var_dir / 'studio.sqlite3'}"
-        env["CELERY_BROKER_URL"] = "filesystem://"
-    os.environ.update(env)
+    env = studio_environment(var_dir, {})
     python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
-    subprocess.run(
-        [python, "manage.py", "seed_studio"],
-        cwd=BASE_DIR,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
     import django
 
