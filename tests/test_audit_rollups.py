@@ -206,8 +206,13 @@ class TestSettling:
                         finished_at=now - timedelta(minutes=5))  # fmt: skip
         rollups.refresh(now=now)
         assert AuditRollupState.objects.get().built_through == today - timedelta(days=3)
-        rollups.refresh(now=now + rollups.quiet_period())
-        assert AuditRollupState.objects.get().built_through == today - timedelta(days=1)
+        later = now + rollups.quiet_period()
+        rollups.refresh(now=later)
+        built = AuditRollupState.objects.get().built_through
+        if timezone.localdate(later) == today:
+            assert built == today - timedelta(days=1)
+        else:  # the quiet period ran past midnight: today has ended too, and may settle
+            assert built in (today - timedelta(days=1), today)
 
     def test_days_are_built_a_week_per_transaction(self, spread, monkeypatch):
         """A long first build keeps each finished week even if a later one fails."""

@@ -62,7 +62,7 @@ def test_designer_submits_and_watches_the_request_finish(
     assert output.file.name in text
     assert output.sha256 in text
     assert "simulated" in text
-    assert f"{generation.output_tokens} output tokens" in text
+    assert f"{generation.output_tokens:,} output tokens" in text
     assert f"{generation.latency_ms} ms" in text
     screenshot(page, "request-succeeded")
 
