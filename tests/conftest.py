@@ -228,6 +228,8 @@ def _close_other_sessions(django_db_blocker) -> None:
     with django_db_blocker.unblock():
         if connection.vendor != "postgresql":
             return
+        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+            return  # no test used the database, so none was made (and there is nothing to end)
         # A fresh connection: the one this thread held may itself have been ended by a test.
         connection.close()
         with connection.cursor() as cursor:

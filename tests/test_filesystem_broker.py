@@ -9,10 +9,19 @@ from kombu.transport import filesystem as kombu_filesystem
 from config import broker
 
 
-def test_the_embedded_defaults_use_the_guarded_transport(settings):
-    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        pytest.skip("this run's broker is not the filesystem one")
-    assert settings.CELERY_BROKER_TRANSPORT == "config.broker:FilesystemTransport"
+def test_the_embedded_defaults_use_the_guarded_transport(tmp_path):
+    from tests.test_settings import run_manage
+
+    result = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; print(s.CELERY_BROKER_TRANSPORT)",
+        CELERY_BROKER_URL="filesystem://",
+        VAR_DIR=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'studio.sqlite3'}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "config.broker:FilesystemTransport"
 
 
 @pytest.mark.parametrize(
