@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import time
 from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
@@ -38,6 +39,7 @@ from studio.models import (
     OutputImage,
     PromptFrame,
     SubmissionFlood,
+    SubmissionKey,
 )
 
 DESIGNER_ROLES = ("designer", "admin")
@@ -59,9 +61,6 @@ def sent_once(view):
     is let go so the same form can be corrected and sent. A POST whose key is taken waits
     for the first to finish and is sent where the first went, with a message. Previews,
     GETs and POSTs without a key (scripts, tests) pass straight through."""
-    from django.db import IntegrityError, transaction
-
-    from studio.models import SubmissionKey
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
@@ -93,10 +92,6 @@ def sent_once(view):
 def _sent_already(request, key: str):
     """The same form was sent again: show what its first sending made. None when the first
     sending was refused meanwhile (its key let go): this one is then judged on its own."""
-    import time
-
-    from studio.models import SubmissionKey
-
     deadline = time.monotonic() + SENT_ONCE_WAIT_SECONDS
     while True:
         first = SubmissionKey.objects.filter(user=request.user, key=key).first()
